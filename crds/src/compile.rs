@@ -1,0 +1,697 @@
+//! Resources → one [`Snapshot`] and the errors of the resources left out.
+//!
+//! `compile` is pure: no I/O, no clock. Secrets are resolved by the caller (from the Kubernetes
+//! API, environment variables or a directory) and passed in, so tests can state "these
+//! resources in, this snapshot and these errors out".
+//!
+//! What is left out when a resource is wrong: a `ModelEndpoint` or `ApiKey` with any error is
+//! left out whole (serving half an endpoint is worse than not serving it). An `AccessPolicy`
+//! keeps its valid rules and loses only the broken subjects, models or rules: dropping a
+//! reference to something that does not exist never grants access, while dropping a whole deny
+//! rule could.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use llmgate_snapshot::{
+    self as snap, Endpoint, Failover, ModelSelector, Pricing, Provider, ResourceRef, Secret,
+    Snapshot, SnapshotContent, Timeouts,
+};
+use sha2::{Digest, Sha256};
+
+use crate::duration::parse_millis;
+use crate::parse::Resource;
+use crate::resources::{
+    AccessPolicy, ApiKey, EffectSpec, ModelEndpoint, ProviderKind, RuleSpec, SecretKeySelector,
+};
+
+/// Everything compile reads.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    pub model_endpoints: Vec<ModelEndpoint>,
+    pub access_policies: Vec<AccessPolicy>,
+    pub api_keys: Vec<ApiKey>,
+    /// Values of the secret keys that [`Resources::secret_refs`] asked for; absent ones are
+    /// reported as unresolved.
+    pub secrets: BTreeMap<SecretKeyRef, Secret>,
+}
+
+/// One key of one Secret.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretKeyRef {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+impl fmt::Display for SecretKeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "secret {}/{} key {}", self.namespace, self.name, self.key)
+    }
+}
+
+impl Resources {
+    pub fn push(&mut self, resource: Resource) {
+        match resource {
+            Resource::ModelEndpoint(r) => self.model_endpoints.push(r),
+            Resource::AccessPolicy(r) => self.access_policies.push(r),
+            Resource::ApiKey(r) => self.api_keys.push(r),
+        }
+    }
+
+    /// The secret keys compile will look up, so the caller can resolve exactly these.
+    pub fn secret_refs(&self) -> BTreeSet<SecretKeyRef> {
+        let mut refs = BTreeSet::new();
+        for me in &self.model_endpoints {
+            if let Some(c) = &me.spec.credentials {
+                refs.insert(key_ref(namespace_of(&me.metadata), &c.api_key.secret_ref));
+            }
+        }
+        for k in &self.api_keys {
+            if let Some(s) = &k.spec.secret_ref {
+                refs.insert(key_ref(namespace_of(&k.metadata), s));
+            }
+        }
+        refs
+    }
+}
+
+/// The output of [`compile`].
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    pub errors: Vec<CompileError>,
+}
+
+/// Why a resource (or part of one) was left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// A field holds a value llmgate cannot use.
+    Invalid,
+    /// Another resource already claims the same name or key.
+    Conflict,
+    /// A reference names a resource that does not exist.
+    DanglingRef,
+    /// A referenced secret key has no value (yet).
+    MissingSecret,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Invalid => "Invalid",
+            Reason::Conflict => "Conflict",
+            Reason::DanglingRef => "DanglingRef",
+            Reason::MissingSecret => "MissingSecret",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
+#[error("{resource}: {field}: {message}")]
+pub struct CompileError {
+    pub resource: ResourceRef,
+    /// Path of the field at fault, e.g. `spec.replicas[1].url`.
+    pub field: String,
+    pub reason: Reason,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+/// Compiles resources into a snapshot. Output order is stable (sorted by namespace and name),
+/// so equal inputs give equal versions.
+pub fn compile(resources: &Resources) -> Compiled {
+    let mut errors = Vec::new();
+
+    let mut endpoints_in: Vec<&ModelEndpoint> = resources.model_endpoints.iter().collect();
+    endpoints_in.sort_by_key(|r| source("ModelEndpoint", &r.metadata));
+    let declared_models: BTreeSet<&str> =
+        endpoints_in.iter().map(|r| r.spec.model.as_str()).collect();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut seen_models: BTreeMap<String, ResourceRef> = BTreeMap::new();
+    for me in endpoints_in {
+        let src = source("ModelEndpoint", &me.metadata);
+        let mut errs = Errs::new(&src);
+        let endpoint = compile_endpoint(me, &src, &resources.secrets, &mut errs);
+        if let Some(first) = seen_models.get(&me.spec.model) {
+            errs.push(
+                "spec.model",
+                Reason::Conflict,
+                format!("model {:?} is already served by {first}", me.spec.model),
+            );
+        }
+        if errs.is_empty() {
+            if let Some(e) = endpoint {
+                seen_models.insert(e.model.clone(), src.clone());
+                endpoints.push(e);
+            }
+        }
+        errors.extend(errs.0);
+    }
+
+    let mut keys_in: Vec<&ApiKey> = resources.api_keys.iter().collect();
+    keys_in.sort_by_key(|r| source("ApiKey", &r.metadata));
+    let declared_keys: BTreeSet<String> = keys_in
+        .iter()
+        .map(|k| qualified(namespace_of(&k.metadata), name_of(&k.metadata)))
+        .collect();
+    let mut api_keys = Vec::new();
+    let mut seen_hashes: BTreeMap<String, ResourceRef> = BTreeMap::new();
+    for k in keys_in {
+        let src = source("ApiKey", &k.metadata);
+        let mut errs = Errs::new(&src);
+        if let Some(key) = compile_api_key(k, &src, &resources.secrets, &mut errs) {
+            if let Some(first) = seen_hashes.get(&key.sha256) {
+                errs.push(
+                    "spec",
+                    Reason::Conflict,
+                    format!("the same key is already declared by {first}"),
+                );
+            } else if errs.is_empty() {
+                seen_hashes.insert(key.sha256.clone(), src.clone());
+                api_keys.push(key);
+            }
+        }
+        errors.extend(errs.0);
+    }
+
+    let mut policies_in: Vec<&AccessPolicy> = resources.access_policies.iter().collect();
+    policies_in.sort_by_key(|r| source("AccessPolicy", &r.metadata));
+    let mut policies = Vec::new();
+    for p in policies_in {
+        let src = source("AccessPolicy", &p.metadata);
+        let mut errs = Errs::new(&src);
+        let ns = namespace_of(&p.metadata);
+        let rules = p
+            .spec
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                compile_rule(i, r, ns, &declared_models, &declared_keys, &mut errs)
+            })
+            .collect::<Vec<_>>();
+        if !rules.is_empty() {
+            policies.push(snap::Policy {
+                source: src.clone(),
+                rules,
+            });
+        }
+        errors.extend(errs.0);
+    }
+
+    errors.sort();
+    Compiled {
+        snapshot: Snapshot::new(SnapshotContent {
+            endpoints,
+            api_keys,
+            policies,
+        }),
+        errors,
+    }
+}
+
+struct Errs<'a>(Vec<CompileError>, &'a ResourceRef);
+
+impl<'a> Errs<'a> {
+    fn new(src: &'a ResourceRef) -> Self {
+        Errs(Vec::new(), src)
+    }
+    fn push(&mut self, field: impl Into<String>, reason: Reason, message: impl Into<String>) {
+        self.0.push(CompileError {
+            resource: self.1.clone(),
+            field: field.into(),
+            reason,
+            message: message.into(),
+        });
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn compile_endpoint(
+    me: &ModelEndpoint,
+    src: &ResourceRef,
+    secrets: &BTreeMap<SecretKeyRef, Secret>,
+    errs: &mut Errs<'_>,
+) -> Option<Endpoint> {
+    let spec = &me.spec;
+    if spec.model.is_empty()
+        || spec.model.len() > 256
+        || spec.model.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        errs.push(
+            "spec.model",
+            Reason::Invalid,
+            "model must be 1-256 characters without whitespace",
+        );
+    }
+    let provider = match spec.provider {
+        ProviderKind::OpenAi => Provider::OpenAi,
+        ProviderKind::OpenAiCompatible => Provider::OpenAiCompatible,
+        ProviderKind::Mock => Provider::Mock(compile_mock(spec.mock.as_ref(), errs)),
+    };
+    if spec.mock.is_some() && spec.provider != ProviderKind::Mock {
+        errs.push(
+            "spec.mock",
+            Reason::Invalid,
+            "mock settings are only valid with provider: mock",
+        );
+    }
+
+    let mut replicas = Vec::new();
+    match spec.provider {
+        ProviderKind::Mock if !spec.replicas.is_empty() => errs.push(
+            "spec.replicas",
+            Reason::Invalid,
+            "the mock provider runs inside the gateway and takes no replicas",
+        ),
+        ProviderKind::Mock => {}
+        ProviderKind::OpenAi if spec.replicas.is_empty() => replicas.push(snap::Replica {
+            name: "api.openai.com".into(),
+            url: "https://api.openai.com/v1".into(),
+        }),
+        ProviderKind::OpenAiCompatible if spec.replicas.is_empty() => errs.push(
+            "spec.replicas",
+            Reason::Invalid,
+            "openai-compatible needs at least one replica URL, e.g. http://vllm:8000/v1",
+        ),
+        _ => {}
+    }
+    let mut names = BTreeSet::new();
+    for (i, r) in spec.replicas.iter().enumerate() {
+        match parse_base_url(&r.url) {
+            Ok((url, host)) => {
+                let name = r.name.clone().unwrap_or(host);
+                if !names.insert(name.clone()) {
+                    errs.push(
+                        format!("spec.replicas[{i}]"),
+                        Reason::Conflict,
+                        format!("replica name {name:?} is used twice; give each a distinct name"),
+                    );
+                }
+                replicas.push(snap::Replica { name, url });
+            }
+            Err(m) => errs.push(format!("spec.replicas[{i}].url"), Reason::Invalid, m),
+        }
+    }
+
+    let api_key = match &spec.credentials {
+        Some(c) => {
+            let r = key_ref(&src.namespace, &c.api_key.secret_ref);
+            match secrets.get(&r) {
+                Some(v) if !v.expose().trim().is_empty() => Some(v.clone()),
+                _ => {
+                    errs.push(
+                        "spec.credentials.apiKey.secretRef",
+                        Reason::MissingSecret,
+                        format!("{r} has no value"),
+                    );
+                    None
+                }
+            }
+        }
+        None if spec.provider == ProviderKind::OpenAi => {
+            errs.push(
+                "spec.credentials",
+                Reason::Invalid,
+                "provider openai needs credentials.apiKey.secretRef",
+            );
+            None
+        }
+        None => None,
+    };
+
+    let pricing = spec
+        .pricing
+        .as_ref()
+        .map(|p| Pricing {
+            input_per_million: p.input_per_million,
+            output_per_million: p.output_per_million,
+        })
+        .unwrap_or_default();
+    for (field, v) in [
+        ("spec.pricing.inputPerMillion", pricing.input_per_million),
+        ("spec.pricing.outputPerMillion", pricing.output_per_million),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            errs.push(field, Reason::Invalid, "price must be a number ≥ 0");
+        }
+    }
+
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = &spec.timeouts {
+        for (field, value, slot) in [
+            ("spec.timeouts.connect", &t.connect, &mut timeouts.connect_ms),
+            (
+                "spec.timeouts.firstByte",
+                &t.first_byte,
+                &mut timeouts.first_byte_ms,
+            ),
+            ("spec.timeouts.total", &t.total, &mut timeouts.total_ms),
+        ] {
+            if let Some(v) = value {
+                match positive_millis(v) {
+                    Ok(ms) => *slot = ms,
+                    Err(m) => errs.push(field, Reason::Invalid, m),
+                }
+            }
+        }
+    }
+
+    let mut failover = Failover::default();
+    if let Some(f) = &spec.failover {
+        if let Some(n) = f.max_attempts {
+            if n == 0 || n > 10 {
+                errs.push(
+                    "spec.failover.maxAttempts",
+                    Reason::Invalid,
+                    "maxAttempts must be between 1 and 10",
+                );
+            }
+            failover.max_attempts = n;
+        }
+        if let Some(n) = f.eject_after_failures {
+            if n == 0 {
+                errs.push(
+                    "spec.failover.ejectAfterFailures",
+                    Reason::Invalid,
+                    "ejectAfterFailures must be at least 1",
+                );
+            }
+            failover.eject_after_failures = n;
+        }
+        if let Some(d) = &f.eject_for {
+            match positive_millis(d) {
+                Ok(ms) => failover.eject_base_ms = ms,
+                Err(m) => errs.push("spec.failover.ejectFor", Reason::Invalid, m),
+            }
+        }
+    }
+
+    Some(Endpoint {
+        model: spec.model.clone(),
+        source: src.clone(),
+        upstream_model: spec
+            .upstream_model
+            .clone()
+            .unwrap_or_else(|| spec.model.clone()),
+        owned_by: spec
+            .owned_by
+            .clone()
+            .unwrap_or_else(|| provider.kind().to_string()),
+        provider,
+        replicas,
+        api_key,
+        pricing,
+        timeouts,
+        failover,
+        labels: me.metadata.labels.clone().unwrap_or_default(),
+        created: me
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0),
+    })
+}
+
+fn compile_mock(spec: Option<&crate::resources::MockSpec>, errs: &mut Errs<'_>) -> snap::MockModel {
+    let default = crate::resources::MockSpec::default();
+    let m = spec.unwrap_or(&default);
+    let mut millis = |field: &str, v: &Option<String>| match v {
+        None => 0,
+        Some(s) => parse_millis(s).unwrap_or_else(|e| {
+            errs.push(field, Reason::Invalid, e);
+            0
+        }),
+    };
+    let latency_ms = millis("spec.mock.latency", &m.latency);
+    let chunk_interval_ms = millis("spec.mock.chunkInterval", &m.chunk_interval);
+    let chunk_words = m.chunk_words.unwrap_or(1);
+    if chunk_words == 0 {
+        errs.push("spec.mock.chunkWords", Reason::Invalid, "chunkWords must be at least 1");
+    }
+    let embedding_dimensions = m.embedding_dimensions.unwrap_or(8);
+    if embedding_dimensions == 0 || embedding_dimensions > 8192 {
+        errs.push(
+            "spec.mock.embeddingDimensions",
+            Reason::Invalid,
+            "embeddingDimensions must be between 1 and 8192",
+        );
+    }
+    snap::MockModel {
+        content: m
+            .content
+            .clone()
+            .unwrap_or_else(|| "This is a mock response from llmgate.".into()),
+        echo: m.echo,
+        latency_ms,
+        chunk_interval_ms,
+        chunk_words: chunk_words.max(1),
+        completion_tokens: m.completion_tokens,
+        prompt_tokens: m.prompt_tokens,
+        embedding_dimensions,
+    }
+}
+
+fn compile_api_key(
+    k: &ApiKey,
+    src: &ResourceRef,
+    secrets: &BTreeMap<SecretKeyRef, Secret>,
+    errs: &mut Errs<'_>,
+) -> Option<snap::ApiKey> {
+    let spec = &k.spec;
+    let principal = match (&spec.user, &spec.service_account) {
+        (Some(u), None) if !u.is_empty() => Some(snap::Principal::User(u.clone())),
+        (None, Some(s)) if !s.is_empty() => Some(snap::Principal::ServiceAccount(s.clone())),
+        _ => {
+            errs.push(
+                "spec",
+                Reason::Invalid,
+                "set exactly one of user, serviceAccount",
+            );
+            None
+        }
+    };
+    let sha256 = match (&spec.sha256, &spec.secret_ref) {
+        (Some(h), None) => {
+            let h = h.trim().to_ascii_lowercase();
+            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Some(h)
+            } else {
+                errs.push(
+                    "spec.sha256",
+                    Reason::Invalid,
+                    "sha256 must be 64 hex digits (printf %s \"$KEY\" | sha256sum)",
+                );
+                None
+            }
+        }
+        (None, Some(s)) => {
+            let r = key_ref(&src.namespace, s);
+            match secrets.get(&r) {
+                Some(v) if !v.expose().is_empty() => Some(sha256_hex(v.expose().trim())),
+                _ => {
+                    errs.push(
+                        "spec.secretRef",
+                        Reason::MissingSecret,
+                        format!("{r} has no value"),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            errs.push("spec", Reason::Invalid, "set exactly one of sha256, secretRef");
+            None
+        }
+    };
+    Some(snap::ApiKey {
+        source: src.clone(),
+        sha256: sha256?,
+        principal: principal?,
+        team: spec.team.clone().filter(|t| !t.is_empty()),
+    })
+}
+
+fn compile_rule(
+    index: usize,
+    rule: &RuleSpec,
+    namespace: &str,
+    declared_models: &BTreeSet<&str>,
+    declared_keys: &BTreeSet<String>,
+    errs: &mut Errs<'_>,
+) -> Option<snap::Rule> {
+    let at = format!("spec.rules[{index}]");
+    let mut subjects = Vec::new();
+    for (i, s) in rule.subjects.iter().enumerate() {
+        let field = format!("{at}.subjects[{i}]");
+        let set = [
+            s.user.is_some(),
+            s.service_account.is_some(),
+            s.team.is_some(),
+            s.group.is_some(),
+            s.api_key.is_some(),
+            s.authenticated.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            errs.push(
+                field,
+                Reason::Invalid,
+                "set exactly one of user, serviceAccount, team, group, apiKey, authenticated",
+            );
+            continue;
+        }
+        let subject = if let Some(v) = &s.user {
+            snap::Subject::User(v.clone())
+        } else if let Some(v) = &s.service_account {
+            snap::Subject::ServiceAccount(v.clone())
+        } else if let Some(v) = &s.team {
+            snap::Subject::Team(v.clone())
+        } else if let Some(v) = &s.group {
+            snap::Subject::Group(v.clone())
+        } else if let Some(v) = &s.api_key {
+            let q = if v.contains('/') {
+                v.clone()
+            } else {
+                qualified(namespace, v)
+            };
+            if !declared_keys.contains(&q) {
+                errs.push(
+                    format!("{field}.apiKey"),
+                    Reason::DanglingRef,
+                    format!("ApiKey {q} does not exist"),
+                );
+                continue;
+            }
+            snap::Subject::ApiKey(q)
+        } else if s.authenticated == Some(true) {
+            snap::Subject::Authenticated
+        } else {
+            errs.push(
+                format!("{field}.authenticated"),
+                Reason::Invalid,
+                "authenticated can only be true",
+            );
+            continue;
+        };
+        subjects.push(subject);
+    }
+    let mut models = Vec::new();
+    for (i, m) in rule.models.iter().enumerate() {
+        if m.contains(['*', '?']) {
+            models.push(ModelSelector::Glob(m.clone()));
+        } else if declared_models.contains(m.as_str()) {
+            models.push(ModelSelector::Name(m.clone()));
+        } else {
+            errs.push(
+                format!("{at}.models[{i}]"),
+                Reason::DanglingRef,
+                format!("no ModelEndpoint serves model {m:?}"),
+            );
+        }
+    }
+    if let Some(sel) = &rule.model_selector {
+        models.push(ModelSelector::Labels(sel.match_labels.clone()));
+    }
+    if rule.subjects.is_empty() {
+        errs.push(
+            format!("{at}.subjects"),
+            Reason::Invalid,
+            "a rule needs at least one subject",
+        );
+    }
+    if rule.models.is_empty() && rule.model_selector.is_none() {
+        errs.push(
+            format!("{at}.models"),
+            Reason::Invalid,
+            "a rule needs models or a modelSelector",
+        );
+    }
+    if subjects.is_empty() || models.is_empty() {
+        return None;
+    }
+    Some(snap::Rule {
+        name: rule.name.clone().unwrap_or_else(|| format!("rule-{index}")),
+        effect: match rule.effect {
+            EffectSpec::Allow => snap::Effect::Allow,
+            EffectSpec::Deny => snap::Effect::Deny,
+        },
+        subjects,
+        models,
+    })
+}
+
+/// Checks an upstream base URL and returns it without a trailing slash, plus `host:port`.
+fn parse_base_url(url: &str) -> Result<(String, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{url:?} must start with http:// or https://"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{url:?} has no host"));
+    };
+    if uri.query().is_some() {
+        return Err(format!("{url:?} must not carry a query string"));
+    }
+    let host = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!(
+            "{}:{}",
+            authority.host(),
+            if scheme == "https" { 443 } else { 80 }
+        ),
+    };
+    Ok((url.trim_end_matches('/').to_string(), host))
+}
+
+fn positive_millis(text: &str) -> Result<u64, String> {
+    match parse_millis(text)? {
+        0 => Err(format!("{text:?} must be greater than zero")),
+        ms => Ok(ms),
+    }
+}
+
+/// Lowercase hex SHA-256, the form API keys are stored and looked up in.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+fn qualified(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn source(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ResourceRef {
+    ResourceRef {
+        kind: kind.to_string(),
+        namespace: namespace_of(meta).to_string(),
+        name: name_of(meta).to_string(),
+    }
+}
+
+fn key_ref(namespace: &str, s: &SecretKeySelector) -> SecretKeyRef {
+    SecretKeyRef {
+        namespace: namespace.to_string(),
+        name: s.name.clone(),
+        key: s.key.clone(),
+    }
+}
