@@ -183,12 +183,12 @@ spec:
     assert_eq!(
         got,
         vec![
-            "a spec.replicas[0].url Invalid",
-            "a spec.timeouts.connect Invalid",
-            "b spec.mock.chunkWords Invalid",
             "p spec.rules[0].models[0] DanglingRef",
             "p spec.rules[0].subjects[0].apiKey DanglingRef",
             "p spec.rules[1].subjects[0] Invalid",
+            "a spec.replicas[0].url Invalid",
+            "a spec.timeouts.connect Invalid",
+            "b spec.mock.chunkWords Invalid",
         ]
     );
     // b is invalid, so c's claim on m2 is the one served: no conflict
