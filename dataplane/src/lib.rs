@@ -1,0 +1,172 @@
+//! llmgate data plane: an OpenAI-compatible proxy in front of every model.
+//!
+//! Request path, one module per stage (see [`pipeline`]): `auth` → `policy` → (rate limit,
+//! budget) → `route` → `upstream` (provider adapters in [`providers`]) → `stream` / response →
+//! `account` (usage, cost, metrics, audit record).
+//!
+//! Configuration: [`standalone`] reads a directory of llmgate YAML and compiles it with
+//! `llmgate_crds::compile`; [`state::Gateway::apply`] swaps the [`runtime::Runtime`] built from
+//! the snapshot.
+
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod providers;
+pub mod runtime;
+pub mod sse;
+pub mod standalone;
+pub mod state;
+pub mod types;
+
+#[cfg(test)]
+mod test_support;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::standalone::ConfigSource;
+use crate::state::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the configuration is not valid:\n{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the data plane until SIGTERM or SIGINT, then drains.
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let (audit, audit_task) = audit::AuditSink::start(&settings.audit_log)
+        .await
+        .map_err(|source| RunError::Audit {
+            path: settings.audit_log.clone(),
+            source,
+        })?;
+    let source = match &settings.config_dir {
+        Some(d) => ConfigSource::Dir(d.clone()),
+        None => ConfigSource::Embedded,
+    };
+    let gw = Gateway::new(settings.clone(), audit, source.describe());
+    if !standalone::reload(&gw, &source).await {
+        let problems = gw
+            .status()
+            .last_error
+            .map(|f| {
+                f.problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        return Err(RunError::Config(problems));
+    }
+
+    let api = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: settings.admin_listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %settings.listen,
+        admin = %settings.admin_listen,
+        config = %source.describe(),
+        "llmgate data plane serving"
+    );
+
+    let mut background = Vec::new();
+    if let ConfigSource::Dir(dir) = &source {
+        background.push(tokio::spawn(standalone::watch(Arc::clone(&gw), dir.clone())));
+    }
+    background.push(tokio::spawn(pipeline::route::probe_ejected(Arc::clone(&gw))));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = {
+        let app = http::admin::router(Arc::clone(&gw));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(http::server::serve(
+            admin,
+            app,
+            settings.header_timeout,
+            std::time::Duration::from_secs(1),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
+    };
+
+    let gw_for_signal = Arc::clone(&gw);
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!(
+            grace_secs = gw_for_signal.settings.shutdown_grace.as_secs(),
+            "shutting down: no new connections, letting in-flight requests finish"
+        );
+        gw_for_signal.start_draining();
+    };
+    http::server::serve(
+        api,
+        http::api_router(Arc::clone(&gw)),
+        settings.header_timeout,
+        settings.shutdown_grace,
+        shutdown,
+    )
+    .await;
+
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    for t in background {
+        t.abort();
+    }
+    drop(gw);
+    // Every sender is gone once the tasks above are: the writer drains and exits.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), audit_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("audit log did not drain within 5 s");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

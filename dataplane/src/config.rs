@@ -1,0 +1,82 @@
+//! Command-line flags of `llmgate-dataplane`; every flag is also an `LLMGATE_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "llmgate-dataplane",
+    version,
+    about = "llmgate data plane: an OpenAI-compatible gateway in front of every model"
+)]
+pub struct Settings {
+    /// Standalone mode: serve the llmgate YAML under this directory and apply edits as they
+    /// are saved. Without it the embedded quickstart configuration is served.
+    #[arg(long, env = "LLMGATE_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    /// Directory of secrets for standalone mode: a reference to key K of secret S reads the
+    /// file DIR/S/K. Without the file, the environment variable S_K (upper case, `-` and `.`
+    /// as `_`) is used: secret `openai`, key `api-key` → OPENAI_API_KEY.
+    #[arg(long, env = "LLMGATE_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
+    /// Address of the OpenAI-compatible API.
+    #[arg(long, env = "LLMGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "LLMGATE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Where audit records go, one JSON object per line: `-` for stdout, or a file appended to.
+    #[arg(long, env = "LLMGATE_AUDIT_LOG", default_value = "-")]
+    pub audit_log: String,
+
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, env = "LLMGATE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Time allowed for a request's headers to arrive. It also bounds how long an idle
+    /// keep-alive connection stays open, since waiting for the next request is waiting for
+    /// its headers.
+    #[arg(long, env = "LLMGATE_HEADER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub header_timeout: Duration,
+
+    /// Time allowed for a request body to arrive in full (slow clients get 408).
+    #[arg(long, env = "LLMGATE_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
+    #[arg(long, env = "LLMGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long to wait after a file change before reloading, so a burst of saves is one reload.
+    #[arg(long, env = "LLMGATE_RELOAD_DEBOUNCE", default_value = "200ms", value_parser = duration)]
+    pub reload_debounce: Duration,
+
+    /// Log format: `text` or `json`. The level comes from LLMGATE_LOG (e.g. `info,llmgate=debug`).
+    #[arg(long, env = "LLMGATE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    llmgate_crds::duration::parse_millis(s).map(Duration::from_millis)
+}
+
+impl Settings {
+    /// Settings for tests: loopback ports chosen by the OS are not needed since tests drive the
+    /// router directly.
+    pub fn for_tests() -> Self {
+        Settings::parse_from(["llmgate-dataplane", "--audit-log", "-"])
+    }
+}

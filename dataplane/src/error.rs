@@ -1,0 +1,284 @@
+//! Data-plane errors, classified for the wire: each maps to a bounded reason (a metric label and
+//! the audit `error_reason`), an HTTP status, and an OpenAI-shaped body
+//! `{"error": {"message", "type", "param", "code"}}` that the OpenAI SDKs turn into their typed
+//! exceptions.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body was not received within {secs} s")]
+    BodyTimeout { secs: u64 },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{subject} may not use model `{model}`")]
+    Forbidden { subject: String, model: String },
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("{0} is not supported by model `{1}`")]
+    Unsupported(&'static str, String),
+    /// The upstream answered with an error status; relayed with its own message.
+    #[error("upstream returned {status}: {message}")]
+    Upstream {
+        status: StatusCode,
+        message: String,
+        /// The upstream's `error.type` and `error.code`, when it sent an OpenAI-shaped body.
+        kind: Option<String>,
+        code: Option<String>,
+        retry_after: Option<HeaderValue>,
+    },
+    #[error("no replica of model `{0}` could be reached")]
+    Unreachable(String),
+    #[error("upstream of model `{0}` did not answer in time")]
+    UpstreamTimeout(String),
+    #[error("upstream sent a response llmgate cannot read: {0}")]
+    BadUpstreamResponse(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Whose fault an error is; decides the log level and whether the SDK should retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Internal,
+}
+
+impl GatewayError {
+    pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        GatewayError::BadRequest {
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest { .. }
+            | GatewayError::InvalidJson(_)
+            | GatewayError::Unsupported(..) => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            // A client error upstream (bad parameters, its rate limit) is the caller's to see
+            // as is; a server error upstream is a bad gateway from the caller's side.
+            GatewayError::Upstream { status, .. } if status.is_client_error() => *status,
+            GatewayError::Upstream { .. } | GatewayError::BadUpstreamResponse(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Bounded label for metrics and audit records.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest { .. } => "bad_request",
+            GatewayError::InvalidJson(_) => "invalid_json",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::BodyTimeout { .. } => "body_timeout",
+            GatewayError::Unauthenticated(_) => "unauthenticated",
+            GatewayError::Forbidden { .. } => "forbidden",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::Unsupported(..) => "unsupported",
+            GatewayError::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                "upstream_rate_limited"
+            }
+            GatewayError::Upstream { status, .. } if status.is_client_error() => {
+                "upstream_client_error"
+            }
+            GatewayError::Upstream { .. } => "upstream_server_error",
+            GatewayError::Unreachable(_) => "upstream_unreachable",
+            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::BadUpstreamResponse(_) => "bad_upstream_response",
+            GatewayError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::Upstream { .. }
+            | GatewayError::Unreachable(_)
+            | GatewayError::UpstreamTimeout(_)
+            | GatewayError::BadUpstreamResponse(_) => Fault::Upstream,
+            GatewayError::Internal(_) => Fault::Internal,
+            _ => Fault::Client,
+        }
+    }
+
+    fn kind_and_code(&self) -> (&str, Option<&str>) {
+        match self {
+            GatewayError::BadRequest { .. } | GatewayError::Unsupported(..) => {
+                ("invalid_request_error", None)
+            }
+            GatewayError::InvalidJson(_) => ("invalid_request_error", Some("invalid_json")),
+            GatewayError::BodyTooLarge { .. } => {
+                ("invalid_request_error", Some("request_too_large"))
+            }
+            GatewayError::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
+            GatewayError::Unauthenticated(_) => ("authentication_error", Some("invalid_api_key")),
+            GatewayError::Forbidden { .. } => ("permission_error", Some("model_not_allowed")),
+            GatewayError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::Upstream { kind, code, status, .. } => (
+                kind.as_deref().unwrap_or(if status.is_client_error() {
+                    "invalid_request_error"
+                } else {
+                    "upstream_error"
+                }),
+                code.as_deref().or(Some(self.reason())),
+            ),
+            GatewayError::Unreachable(_) => ("upstream_error", Some("upstream_unreachable")),
+            GatewayError::UpstreamTimeout(_) => ("upstream_error", Some("upstream_timeout")),
+            GatewayError::BadUpstreamResponse(_) => {
+                ("upstream_error", Some("bad_upstream_response"))
+            }
+            GatewayError::Internal(_) => ("server_error", None),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            GatewayError::Upstream { message, .. } => message.clone(),
+            GatewayError::Unauthenticated(m) => (*m).to_string(),
+            GatewayError::Forbidden { .. } => format!(
+                "{self}. Ask your platform team for access: access is granted by an AccessPolicy."
+            ),
+            GatewayError::ModelNotFound(_) => format!("{self}. GET /v1/models lists the models you can use."),
+            _ => self.to_string(),
+        }
+    }
+
+    /// The OpenAI-shaped JSON body.
+    pub fn body(&self) -> Bytes {
+        let (kind, code) = self.kind_and_code();
+        let param = match self {
+            GatewayError::BadRequest { param, .. } => *param,
+            GatewayError::ModelNotFound(_) | GatewayError::Forbidden { .. } => Some("model"),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorObject {
+                message: &self.message(),
+                r#type: kind,
+                param,
+                code,
+            },
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The same error as one SSE event, for failures after a stream has started.
+    pub fn sse_event(&self) -> Bytes {
+        let mut v = b"data: ".to_vec();
+        v.extend_from_slice(&self.body());
+        v.extend_from_slice(b"\n\n");
+        Bytes::from(v)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    r#type: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (status, self.body()).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &self {
+            GatewayError::Unauthenticated(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"llmgate\""),
+                );
+            }
+            GatewayError::Upstream {
+                retry_after: Some(v),
+                ..
+            } => {
+                h.insert(header::RETRY_AFTER, v.clone());
+            }
+            _ => {}
+        }
+        // The SDKs retry 408/409/429/5xx; retrying our own client errors is pointless.
+        if self.fault() == Fault::Client {
+            h.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(e: &GatewayError) -> serde_json::Value {
+        serde_json::from_slice(&e.body()).unwrap_or_default()
+    }
+
+    #[test]
+    fn bodies_are_openai_shaped() {
+        let e = GatewayError::ModelNotFound("gpt-9".into());
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let v = json(&e);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap_or("").contains("gpt-9"));
+
+        let e = GatewayError::Upstream {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "slow down".into(),
+            kind: Some("requests".into()),
+            code: Some("rate_limit_exceeded".into()),
+            retry_after: None,
+        };
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.reason(), "upstream_rate_limited");
+        assert_eq!(json(&e)["error"]["code"], "rate_limit_exceeded");
+
+        let e = GatewayError::Upstream {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "boom".into(),
+            kind: None,
+            code: None,
+            retry_after: None,
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(json(&e)["error"]["code"], "upstream_server_error");
+    }
+
+    #[test]
+    fn unauthenticated_carries_www_authenticate() {
+        let r = GatewayError::Unauthenticated("missing key").into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(r.headers()["x-should-retry"], "false");
+    }
+}

@@ -1,0 +1,50 @@
+//! Admin endpoints on their own port: liveness, readiness with configuration details, and
+//! Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::state::Gateway;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(gw)
+}
+
+/// 200 while a snapshot is applied and the gateway is not draining; the body says which
+/// snapshot, and whether the latest configuration change was rejected (and why).
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let st = gw.status();
+    let loaded = st.applied_at.is_some();
+    let draining = gw.is_draining();
+    let ready = loaded && !draining;
+    let body = json!({
+        "ready": ready,
+        "draining": draining,
+        "config": st,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut r = gw.metrics.encode().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,52 @@
+//! HTTP plumbing: the API router, the accept loop with graceful shutdown, the admin server and
+//! the upstream client.
+
+pub mod admin;
+pub mod client;
+pub mod server;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::error::GatewayError;
+use crate::pipeline;
+use crate::state::Gateway;
+
+/// The OpenAI-compatible API.
+pub fn api_router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(pipeline::chat))
+        .route("/v1/embeddings", post(pipeline::embeddings))
+        .route("/v1/models", get(pipeline::list_models))
+        .route("/v1/models/{*id}", get(pipeline::get_model))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gw)
+}
+
+async fn not_found(uri: http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = GatewayError::bad_request(
+        format!(
+            "Unknown request URL: {}. llmgate serves /v1/chat/completions, /v1/embeddings and /v1/models.",
+            uri.path()
+        ),
+        None,
+    )
+    .into_response();
+    *r.status_mut() = http::StatusCode::NOT_FOUND;
+    r
+}
+
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = GatewayError::bad_request(
+        format!("{method} is not allowed on {}", uri.path()),
+        None,
+    )
+    .into_response();
+    *r.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}

@@ -1,0 +1,223 @@
+//! Prometheus metrics, registered once at startup. Per-model handles are resolved when a
+//! snapshot is built ([`Metrics::endpoint`]), so the request path increments atomics without a
+//! label lookup for the common series.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub model: String,
+    pub replica: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<ModelLabel>,
+    ttft: HistogramFamily<ModelLabel>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    pub in_flight: Gauge,
+    snapshot_info: Family<VersionLabel, Gauge>,
+    reloads: Family<ResultLabel, Counter>,
+    pub config_valid: Gauge,
+    upstream_attempts: Family<ReplicaLabels, Counter>,
+    pub audit_dropped: Counter,
+}
+
+/// The series of one model, resolved once per snapshot.
+#[derive(Clone)]
+pub struct EndpointMetrics {
+    pub duration: Histogram,
+    pub ttft: Histogram,
+    pub prompt_tokens: Counter,
+    pub completion_tokens: Counter,
+    pub cost: Counter<f64, AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~210 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 22))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("llmgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "API requests by model, HTTP status and reason",
+            requests.clone(),
+        );
+        let duration: HistogramFamily<ModelLabel> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the last byte of the response",
+            duration.clone(),
+        );
+        let ttft: HistogramFamily<ModelLabel> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time from request to the first byte of the model's answer",
+            ttft.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register("tokens", "Tokens by model and kind (prompt, completion)", tokens.clone());
+        let cost = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
+        registry.register("cost_usd", "Cost in USD from ModelEndpoint pricing", cost.clone());
+        let in_flight = Gauge::default();
+        registry.register("requests_in_flight", "API requests being served", in_flight.clone());
+        let snapshot_info = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "snapshot_info",
+            "The configuration snapshot being served (value 1)",
+            snapshot_info.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result (applied, unchanged, failed)",
+            reloads.clone(),
+        );
+        let config_valid = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last configuration change was applied, 0 when it was rejected",
+            config_valid.clone(),
+        );
+        let upstream_attempts = Family::<ReplicaLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by model, replica and outcome",
+            upstream_attempts.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_records_dropped",
+            "Audit records dropped because the sink could not keep up",
+            audit_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            ttft,
+            tokens,
+            cost,
+            in_flight,
+            snapshot_info,
+            reloads,
+            config_valid,
+            upstream_attempts,
+            audit_dropped,
+        }
+    }
+
+    pub fn endpoint(&self, model: &str) -> EndpointMetrics {
+        let m = ModelLabel {
+            model: model.to_string(),
+        };
+        let tokens = |kind| {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    model: model.to_string(),
+                    kind,
+                })
+                .clone()
+        };
+        EndpointMetrics {
+            duration: self.duration.get_or_create(&m).clone(),
+            ttft: self.ttft.get_or_create(&m).clone(),
+            prompt_tokens: tokens("prompt"),
+            completion_tokens: tokens("completion"),
+            cost: self.cost.get_or_create(&m).clone(),
+        }
+    }
+
+    pub fn request(&self, model: &str, status: u16, reason: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.to_string(),
+                status,
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn attempt(&self, model: &str, replica: &str, outcome: &'static str) {
+        self.upstream_attempts
+            .get_or_create(&ReplicaLabels {
+                model: model.to_string(),
+                replica: replica.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn snapshot_applied(&self, version: &str) {
+        self.snapshot_info.clear();
+        self.snapshot_info
+            .get_or_create(&VersionLabel {
+                version: version.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        self.config_valid.set(i64::from(result != "failed"));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,160 @@
+//! Account and record stages: when a request ends (response sent, stream finished, client gone),
+//! turn usage into cost, update metrics and emit the audit record. [`Ctx`] carries what each
+//! stage learned; its `Drop` records a request whose future was dropped mid-way (the client went
+//! away), so no exit path goes unrecorded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, StatusCode};
+use llmgate_snapshot::{Pricing, Principal};
+
+use crate::audit::AuditRecord;
+use crate::metrics::EndpointMetrics;
+use crate::runtime::{EndpointRt, KeyRt, Runtime};
+use crate::state::Gateway;
+use crate::types::Usage;
+
+/// What one request has learned so far; becomes its audit record.
+pub struct Ctx {
+    gw: Arc<Gateway>,
+    pub started: Instant,
+    pub rec: AuditRecord,
+    endpoint_metrics: Option<EndpointMetrics>,
+    pricing: Option<Pricing>,
+    done: bool,
+}
+
+impl Ctx {
+    pub fn new(
+        gw: &Arc<Gateway>,
+        rt: &Runtime,
+        operation: &'static str,
+        headers: &HeaderMap,
+    ) -> Ctx {
+        gw.metrics.in_flight.inc();
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        Ctx {
+            gw: Arc::clone(gw),
+            started: Instant::now(),
+            rec: AuditRecord {
+                request_id,
+                started_at: jiff::Timestamp::now().to_string(),
+                operation,
+                auth_method: "none",
+                snapshot_version: rt.snapshot.version.clone(),
+                ..AuditRecord::default()
+            },
+            endpoint_metrics: None,
+            pricing: None,
+            done: false,
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.rec.request_id
+    }
+
+    fn since_start(&self) -> f64 {
+        ms(self.started.elapsed())
+    }
+
+    pub fn authenticated(&mut self, key: &KeyRt) {
+        self.rec.latency_ms.auth = self.since_start();
+        self.rec.auth_method = "api_key";
+        self.rec.key_id = Some(key.identity.key_id.to_string());
+        match &key.identity.principal {
+            Principal::User(u) => self.rec.user = Some(u.clone()),
+            Principal::ServiceAccount(s) => self.rec.service_account = Some(s.clone()),
+        }
+        self.rec.team = key.identity.team.as_deref().map(str::to_owned);
+    }
+
+    pub fn routed(&mut self, ep: &EndpointRt) {
+        self.rec.model_served = Some(ep.spec.model.clone());
+        self.rec.provider = Some(ep.spec.provider.kind());
+        self.rec.upstream_model = Some(ep.spec.upstream_model.clone());
+        self.endpoint_metrics = Some(ep.metrics.clone());
+        self.pricing = Some(ep.spec.pricing);
+    }
+
+    pub fn add_connect_time(&mut self, d: Duration) {
+        self.rec.latency_ms.upstream_connect += ms(d);
+    }
+
+    /// The first byte of the model's answer reached the gateway (first stream chunk, or the
+    /// whole body when not streaming).
+    pub fn first_token(&mut self) {
+        if self.rec.latency_ms.time_to_first_token.is_none() {
+            let t = self.started.elapsed();
+            self.rec.latency_ms.time_to_first_token = Some(ms(t));
+            if let Some(m) = &self.endpoint_metrics {
+                m.ttft.observe(t.as_secs_f64());
+            }
+        }
+    }
+
+    pub fn usage(&mut self, usage: Option<Usage>, upstream_model: Option<&str>) {
+        if usage.is_some() {
+            self.rec.usage = usage;
+        }
+        if let Some(m) = upstream_model {
+            self.rec.upstream_model_version = Some(m.to_owned());
+        }
+    }
+
+    /// Ends the request: cost, metrics, audit record. Later calls do nothing.
+    pub fn finish(&mut self, status: StatusCode, reason: &'static str, error: Option<String>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        self.rec.latency_ms.total = ms(elapsed);
+        self.rec.finished_at = jiff::Timestamp::now().to_string();
+        self.rec.status = status.as_u16();
+        self.rec.reason = reason;
+        self.rec.error_message = error;
+        if let (Some(u), Some(p)) = (self.rec.usage, self.pricing) {
+            let cost = p.cost(u.prompt_tokens, u.completion_tokens);
+            self.rec.cost_usd = Some(cost);
+            if let Some(m) = &self.endpoint_metrics {
+                m.prompt_tokens.inc_by(u.prompt_tokens);
+                m.completion_tokens.inc_by(u.completion_tokens);
+                m.cost.inc_by(cost);
+            }
+        }
+        if let Some(m) = &self.endpoint_metrics {
+            m.duration.observe(elapsed.as_secs_f64());
+        }
+        let model = self
+            .rec
+            .model_requested
+            .as_deref()
+            .filter(|_| self.rec.model_served.is_some())
+            .unwrap_or("");
+        self.gw.metrics.request(model, self.rec.status, reason);
+        self.gw.metrics.in_flight.dec();
+        let rec = std::mem::take(&mut self.rec);
+        if !self.gw.audit.send(rec) {
+            self.gw.metrics.audit_dropped.inc();
+        }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // 499: nginx's "client closed request", the convention log readers know.
+        let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+        self.finish(status, "client_disconnected", None);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

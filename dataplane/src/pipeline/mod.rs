@@ -1,0 +1,387 @@
+//! The request path. Each API operation reads as its stages, in order:
+//!
+//! 1. [`auth`] — who is calling (before the body is read, so anonymous callers cannot make us
+//!    buffer megabytes);
+//! 2. read and parse the body, resolve the model (404 before 403: the model name is needed to
+//!    decide);
+//! 3. [`policy`] — may they call this model (deny by default);
+//! 4. rate limit and budget — the shared-counter stages slot in here, after the decision and
+//!    before any upstream work;
+//! 5. [`route`] + [`upstream`] — pick a replica, call the provider, fail over;
+//! 6. relay the answer ([`stream`] for SSE);
+//! 7. [`account`] — usage, cost, metrics and the audit record, on every exit path.
+
+pub mod account;
+pub mod auth;
+pub mod policy;
+pub mod route;
+pub mod stream;
+pub mod upstream;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use http_body_util::BodyExt;
+
+use self::account::Ctx;
+use self::stream::{RelayBody, Source};
+use crate::error::GatewayError;
+use crate::providers::{Op, mock};
+use crate::runtime::{Backend, EndpointRt, KeyRt, Runtime};
+use crate::state::Gateway;
+use crate::types::{ChatRequest, EmbeddingsRequest, parse_body};
+
+/// `POST /v1/chat/completions`
+pub async fn chat(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
+    let rt = gw.runtime();
+    let mut ctx = Ctx::new(&gw, &rt, Op::Chat.as_str(), req.headers());
+    match chat_stages(&gw, &rt, req, &mut ctx).await {
+        Ok(Reply::Full(body)) => respond_full(ctx, body),
+        Ok(Reply::Stream(source, deadline)) => respond_stream(ctx, source, deadline),
+        Err(e) => respond_error(ctx, e),
+    }
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
+    let rt = gw.runtime();
+    let mut ctx = Ctx::new(&gw, &rt, Op::Embeddings.as_str(), req.headers());
+    match embeddings_stages(&gw, &rt, req, &mut ctx).await {
+        Ok(body) => respond_full(ctx, body),
+        Err(e) => respond_error(ctx, e),
+    }
+}
+
+/// `GET /v1/models`: only the models this caller may use.
+pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let rt = gw.runtime();
+    let mut ctx = Ctx::new(&gw, &rt, "models.list", &headers);
+    match auth::authenticate(&rt, &headers) {
+        Ok(key) => {
+            ctx.authenticated(key);
+            respond_full(ctx, key.models_body.clone())
+        }
+        Err(e) => respond_error(ctx, e),
+    }
+}
+
+/// `GET /v1/models/{id}`: 404 for models the caller may not use, as for unknown ones.
+pub async fn get_model(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let rt = gw.runtime();
+    let mut ctx = Ctx::new(&gw, &rt, "models.retrieve", &headers);
+    let key = match auth::authenticate(&rt, &headers) {
+        Ok(k) => k,
+        Err(e) => return respond_error(ctx, e),
+    };
+    ctx.authenticated(key);
+    ctx.rec.model_requested = Some(id.clone());
+    match rt.endpoint(&id) {
+        Some((i, ep)) if key.decisions[i].allowed => {
+            let body = serde_json::to_vec(&crate::runtime::model_object(&ep.spec, rt.loaded_at));
+            respond_full(ctx, Bytes::from(body.unwrap_or_default()))
+        }
+        _ => respond_error(ctx, GatewayError::ModelNotFound(id)),
+    }
+}
+
+enum Reply {
+    Full(Bytes),
+    Stream(Source, Instant),
+}
+
+async fn chat_stages(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Body>,
+    ctx: &mut Ctx,
+) -> Result<Reply, GatewayError> {
+    let key = auth::authenticate(rt, req.headers())?;
+    ctx.authenticated(key);
+    let body = read_body(gw, req.into_body()).await?;
+    let mut chat: ChatRequest = parse_body(&body)?;
+    ctx.rec.model_requested = Some(chat.model.clone());
+    ctx.rec.stream = chat.is_stream();
+    if chat.messages.is_empty() {
+        return Err(GatewayError::bad_request(
+            "messages must contain at least one message",
+            Some("messages"),
+        ));
+    }
+    let ep = authorize(rt, key, &chat.model, ctx)?;
+    // Rate limit and budget stages go here.
+    ctx.routed(ep);
+
+    match &ep.backend {
+        Backend::Mock => {
+            let llmgate_snapshot::Provider::Mock(m) = &ep.spec.provider else {
+                return Err(GatewayError::Internal("mock backend without mock settings".into()));
+            };
+            if m.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(m.latency_ms)).await;
+            }
+            let (text, usage) = mock::reply(m, &chat);
+            ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
+            ctx.rec.replica = Some("mock".into());
+            if chat.is_stream() {
+                let events = mock::chat_stream_events(
+                    m,
+                    &ep.spec.upstream_model,
+                    ctx.request_id(),
+                    &text,
+                    usage,
+                    chat.wants_stream_usage(),
+                );
+                let deadline = ctx.started + Duration::from_millis(ep.spec.timeouts.total_ms);
+                Ok(Reply::Stream(
+                    Source::Mock {
+                        events: VecDeque::from(events),
+                        interval: Duration::from_millis(m.chunk_interval_ms),
+                        pause: None,
+                    },
+                    deadline,
+                ))
+            } else {
+                ctx.first_token();
+                Ok(Reply::Full(mock::chat_response(
+                    &ep.spec.upstream_model,
+                    ctx.request_id(),
+                    &text,
+                    usage,
+                )))
+            }
+        }
+        Backend::Http {
+            adapter,
+            client,
+            replicas,
+        } => {
+            let stream = chat.is_stream();
+            let wants_usage = chat.wants_stream_usage();
+            let upstream_body = adapter.chat_body(&ep.spec, &mut chat)?;
+            let call = upstream::Call {
+                gw,
+                ep,
+                adapter: *adapter,
+                client,
+                replicas,
+                op: Op::Chat,
+                stream,
+                body: upstream_body,
+            };
+            let answer = upstream::send(call, ctx).await?;
+            let status = answer.response.status();
+            let (parts, body) = answer.response.into_parts();
+            if !status.is_success() {
+                let bytes = upstream::read_body(body, answer.deadline).await?;
+                return Err(adapter.error(status, &parts.headers, &bytes));
+            }
+            if stream {
+                Ok(Reply::Stream(
+                    Source::Upstream {
+                        body,
+                        translator: adapter.chat_stream(wants_usage),
+                        _in_flight: answer.in_flight,
+                    },
+                    answer.deadline,
+                ))
+            } else {
+                let bytes = upstream::read_body(body, answer.deadline)
+                    .await
+                    .map_err(|e| timeout_names_model(e, ep))?;
+                ctx.first_token();
+                let t = adapter.chat_response(bytes)?;
+                ctx.usage(t.usage, t.model.as_deref());
+                Ok(Reply::Full(t.body))
+            }
+        }
+    }
+}
+
+async fn embeddings_stages(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: Request<Body>,
+    ctx: &mut Ctx,
+) -> Result<Bytes, GatewayError> {
+    let key = auth::authenticate(rt, req.headers())?;
+    ctx.authenticated(key);
+    let body = read_body(gw, req.into_body()).await?;
+    let mut emb: EmbeddingsRequest = parse_body(&body)?;
+    ctx.rec.model_requested = Some(emb.model.clone());
+    if emb.input.is_null()
+        || emb.input.as_array().is_some_and(Vec::is_empty)
+        || emb.input.as_str() == Some("")
+    {
+        return Err(GatewayError::bad_request(
+            "input must be a non-empty string or array",
+            Some("input"),
+        ));
+    }
+    let ep = authorize(rt, key, &emb.model, ctx)?;
+    // Rate limit and budget stages go here.
+    ctx.routed(ep);
+
+    match &ep.backend {
+        Backend::Mock => {
+            let llmgate_snapshot::Provider::Mock(m) = &ep.spec.provider else {
+                return Err(GatewayError::Internal("mock backend without mock settings".into()));
+            };
+            if m.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(m.latency_ms)).await;
+            }
+            let (body, usage) = mock::embeddings_response(m, &ep.spec.upstream_model, &emb);
+            ctx.rec.replica = Some("mock".into());
+            ctx.first_token();
+            ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
+            Ok(body)
+        }
+        Backend::Http {
+            adapter,
+            client,
+            replicas,
+        } => {
+            let wanted = emb.encoding_format;
+            let upstream_body = adapter.embeddings_body(&ep.spec, &mut emb)?;
+            let call = upstream::Call {
+                gw,
+                ep,
+                adapter: *adapter,
+                client,
+                replicas,
+                op: Op::Embeddings,
+                stream: false,
+                body: upstream_body,
+            };
+            let answer = upstream::send(call, ctx).await?;
+            let status = answer.response.status();
+            let (parts, body) = answer.response.into_parts();
+            let bytes = upstream::read_body(body, answer.deadline)
+                .await
+                .map_err(|e| timeout_names_model(e, ep))?;
+            if !status.is_success() {
+                return Err(adapter.error(status, &parts.headers, &bytes));
+            }
+            ctx.first_token();
+            let t = adapter.embeddings_response(bytes, wanted)?;
+            ctx.usage(t.usage, t.model.as_deref());
+            Ok(t.body)
+        }
+    }
+}
+
+/// Model lookup and the policy decision.
+fn authorize<'r>(
+    rt: &'r Runtime,
+    key: &KeyRt,
+    model: &str,
+    ctx: &mut Ctx,
+) -> Result<&'r EndpointRt, GatewayError> {
+    let Some((i, ep)) = rt.endpoint(model) else {
+        return Err(GatewayError::ModelNotFound(model.to_owned()));
+    };
+    let decision = &key.decisions[i];
+    ctx.rec.policy_rule = decision.by.as_deref().map(str::to_owned);
+    if !decision.allowed {
+        return Err(GatewayError::Forbidden {
+            subject: format!("API key {}", key.identity.key_id),
+            model: model.to_owned(),
+        });
+    }
+    Ok(ep)
+}
+
+fn timeout_names_model(e: GatewayError, ep: &EndpointRt) -> GatewayError {
+    match e {
+        GatewayError::UpstreamTimeout(_) => GatewayError::UpstreamTimeout(ep.spec.model.clone()),
+        other => other,
+    }
+}
+
+/// Reads the request body within the size limit and the body timeout.
+async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
+    let limit = gw.settings.max_body_bytes;
+    let timeout = gw.settings.body_timeout;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(GatewayError::BodyTimeout {
+            secs: timeout.as_secs(),
+        }),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Ok(Err(e)) => Err(GatewayError::bad_request(
+            format!("could not read the request body: {e}"),
+            None,
+        )),
+    }
+}
+
+
+/// `x-request-id` and the model that served the request go on every response.
+fn stamp(h: &mut HeaderMap, ctx: &Ctx) {
+    if let Ok(v) = HeaderValue::from_str(ctx.request_id()) {
+        h.insert("x-request-id", v);
+    }
+    if let Some(v) = ctx
+        .rec
+        .model_served
+        .as_deref()
+        .and_then(|m| HeaderValue::from_str(m).ok())
+    {
+        h.insert("x-llmgate-model", v);
+    }
+}
+
+fn respond_full(mut ctx: Ctx, body: Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    stamp(h, &ctx);
+    ctx.finish(StatusCode::OK, "ok", None);
+    resp
+}
+
+fn respond_stream(ctx: Ctx, source: Source, deadline: Instant) -> Response {
+    let mut headers = HeaderMap::new();
+    stamp(&mut headers, &ctx);
+    let mut resp = Response::new(Body::new(RelayBody::new(source, ctx, deadline)));
+    let h = resp.headers_mut();
+    *h = headers;
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell buffering proxies in front of us (nginx) not to hold chunks back.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn respond_error(mut ctx: Ctx, e: GatewayError) -> Response {
+    let status = e.status();
+    match e.fault() {
+        crate::error::Fault::Client => {
+            tracing::debug!(request_id = ctx.request_id(), reason = e.reason(), error = %e, "request refused")
+        }
+        _ => {
+            tracing::warn!(request_id = ctx.request_id(), reason = e.reason(), error = %e, "request failed")
+        }
+    }
+    let reason = e.reason();
+    let message = e.to_string();
+    let mut resp = e.into_response();
+    stamp(resp.headers_mut(), &ctx);
+    ctx.finish(status, reason, Some(message));
+    resp
+}

@@ -1,0 +1,167 @@
+//! Streaming responses: relay each upstream chunk to the caller as soon as it is a complete SSE
+//! event, account usage on the way, and record the request when the stream ends, fails, times
+//! out or the caller goes away. Dropping this body (the client disconnected) drops the upstream
+//! response body, which closes the upstream connection and so cancels the generation.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use super::account::Ctx;
+use super::route::InFlight;
+use crate::error::GatewayError;
+use crate::providers::StreamTranslator;
+
+pub enum Source {
+    Upstream {
+        body: Incoming,
+        translator: Box<dyn StreamTranslator>,
+        _in_flight: InFlight,
+    },
+    /// Pre-built events of the mock model, paced by `interval`.
+    Mock {
+        events: VecDeque<Bytes>,
+        interval: Duration,
+        pause: Option<Pin<Box<Sleep>>>,
+    },
+}
+
+pub struct RelayBody {
+    source: Source,
+    ready: VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
+    ctx: Ctx,
+    deadline: Pin<Box<Sleep>>,
+    ended: bool,
+    /// How the stream ended, for the record.
+    outcome: (&'static str, Option<String>),
+}
+
+impl RelayBody {
+    pub fn new(source: Source, ctx: Ctx, deadline: Instant) -> RelayBody {
+        RelayBody {
+            source,
+            ready: VecDeque::new(),
+            scratch: Vec::new(),
+            ctx,
+            deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
+            ended: false,
+            outcome: ("ok", None),
+        }
+    }
+
+    fn fail(&mut self, err: GatewayError) {
+        self.ready.push_back(err.sse_event());
+        self.outcome = (err.reason(), Some(err.to_string()));
+        self.ended = true;
+    }
+
+    fn collect_usage(&mut self) {
+        if let Source::Upstream { translator, .. } = &self.source {
+            self.ctx.usage(translator.usage(), translator.model());
+        }
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.ready.pop_front() {
+                this.ctx.first_token();
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended {
+                this.collect_usage();
+                let (reason, msg) = this.outcome.clone();
+                this.ctx.finish(StatusCode::OK, reason, msg);
+                return Poll::Ready(None);
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                let model = this.ctx.rec.model_served.clone().unwrap_or_default();
+                this.fail(GatewayError::UpstreamTimeout(model));
+                continue;
+            }
+            match &mut this.source {
+                Source::Upstream {
+                    body, translator, ..
+                } => match Pin::new(body).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            let fed = translator.feed(&data, &mut this.scratch);
+                            this.ready.extend(this.scratch.drain(..));
+                            if let Err(e) = fed {
+                                this.fail(e);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::warn!(request_id = this.ctx.request_id(), error = %e, "upstream stream broke");
+                        this.fail(GatewayError::BadUpstreamResponse(
+                            "the upstream connection closed in the middle of the stream".into(),
+                        ));
+                    }
+                    Poll::Ready(None) => {
+                        translator.finish(&mut this.scratch);
+                        this.ready.extend(this.scratch.drain(..));
+                        if translator.errored() {
+                            this.outcome = ("upstream_stream_error", None);
+                        } else if !translator.completed() {
+                            this.outcome = ("upstream_incomplete", None);
+                        }
+                        this.ended = true;
+                    }
+                },
+                Source::Mock {
+                    events,
+                    interval,
+                    pause,
+                } => {
+                    if let Some(p) = pause {
+                        if p.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        *pause = None;
+                    }
+                    match events.pop_front() {
+                        None => this.ended = true,
+                        Some(e) => {
+                            this.ready.push_back(e);
+                            if !interval.is_zero() && !events.is_empty() {
+                                *pause = Some(Box::pin(tokio::time::sleep(*interval)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        // Still running: the caller went away. Record what was used up to here.
+        self.collect_usage();
+        self.ctx
+            .finish(StatusCode::OK, "client_disconnected", None);
+    }
+}

@@ -1,0 +1,273 @@
+//! The built-in deterministic model: answers in-process with a fixed or echoed reply, with
+//! configurable latency, token counts and stream chunking. For demos (the quickstart needs no
+//! keys), tests, and load tests of the gateway itself.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use llmgate_snapshot::MockModel;
+use serde_json::{Value, json};
+
+use crate::providers::openai::encode_f32_base64;
+use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
+
+/// The reply text and the usage it reports.
+pub fn reply(m: &MockModel, req: &ChatRequest) -> (String, Usage) {
+    let text = if m.echo {
+        last_user_text(&req.messages).unwrap_or_default()
+    } else {
+        m.content.clone()
+    };
+    let prompt = m
+        .prompt_tokens
+        .map(u64::from)
+        .unwrap_or_else(|| estimate_prompt_tokens(&req.messages));
+    let completion = m
+        .completion_tokens
+        .map(u64::from)
+        .unwrap_or_else(|| text.split_whitespace().count() as u64);
+    (
+        text,
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        },
+    )
+}
+
+pub fn chat_response(model: &str, request_id: &str, text: &str, usage: Usage) -> Bytes {
+    let v = json!({
+        "id": format!("chatcmpl-{request_id}"),
+        "object": "chat.completion",
+        "created": now_secs(),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": usage,
+        "system_fingerprint": "llmgate-mock"
+    });
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// The whole stream as SSE events: role, content pieces of `chunk_words` words, finish,
+/// usage (only if asked), `[DONE]`.
+pub fn chat_stream_events(
+    m: &MockModel,
+    model: &str,
+    request_id: &str,
+    text: &str,
+    usage: Usage,
+    include_usage: bool,
+) -> Vec<Bytes> {
+    let id = format!("chatcmpl-{request_id}");
+    let created = now_secs();
+    let chunk = |delta: Value, finish: Value| {
+        event(&json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "llmgate-mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        }))
+    };
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    for piece in words.chunks(m.chunk_words.max(1) as usize) {
+        out.push(chunk(json!({"content": piece.concat()}), Value::Null));
+    }
+    out.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        out.push(event(&json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "llmgate-mock", "choices": [], "usage": usage
+        })));
+    }
+    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out
+}
+
+pub fn embeddings_response(m: &MockModel, model: &str, req: &EmbeddingsRequest) -> (Bytes, Usage) {
+    let inputs: Vec<String> = match &req.input {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        other => vec![other.to_string()],
+    };
+    let tokens: u64 = inputs
+        .iter()
+        .map(|s| s.split_whitespace().count().max(1) as u64)
+        .sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let v = vector(text, m.embedding_dimensions as usize);
+            let floats: Vec<Value> = v.iter().map(|f| json!(f)).collect();
+            let embedding = match req.encoding_format {
+                Some(EncodingFormat::Base64) => Value::String(encode_f32_base64(&floats)),
+                _ => Value::Array(floats),
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let usage = Usage {
+        prompt_tokens: tokens,
+        completion_tokens: 0,
+        total_tokens: tokens,
+    };
+    let body = json!({
+        "object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    });
+    (Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), usage)
+}
+
+/// A unit vector derived from the text (FNV-1a seeded xorshift): equal texts, equal vectors.
+fn vector(text: &str, dims: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+fn event(v: &Value) -> Bytes {
+    let mut b = b"data: ".to_vec();
+    b.extend_from_slice(&serde_json::to_vec(v).unwrap_or_default());
+    b.extend_from_slice(b"\n\n");
+    Bytes::from(b)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    }
+}
+
+fn last_user_text(messages: &[Value]) -> Option<String> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"))
+        .and_then(text_of)
+}
+
+/// About four characters per token, plus a few per message for the chat framing.
+fn estimate_prompt_tokens(messages: &[Value]) -> u64 {
+    messages
+        .iter()
+        .map(|m| {
+            let chars = m.get("content").and_then(text_of).map_or(0, |t| t.len());
+            chars.div_ceil(4) as u64 + 4
+        })
+        .sum::<u64>()
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> MockModel {
+        MockModel {
+            content: "one two three four five".into(),
+            echo: false,
+            latency_ms: 0,
+            chunk_interval_ms: 0,
+            chunk_words: 2,
+            completion_tokens: None,
+            prompt_tokens: None,
+            embedding_dimensions: 4,
+        }
+    }
+
+    fn req(text: &str) -> ChatRequest {
+        serde_json::from_value(json!({"model": "m", "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": text}]}
+        ]}))
+        .expect("valid")
+    }
+
+    #[test]
+    fn echo_and_usage() {
+        let mut m = model();
+        m.echo = true;
+        let (text, usage) = reply(&m, &req("hello there"));
+        assert_eq!(text, "hello there");
+        assert_eq!(usage.completion_tokens, 2);
+        assert_eq!(usage.total_tokens, usage.prompt_tokens + 2);
+    }
+
+    #[test]
+    fn stream_chunks_by_words_and_usage_only_when_asked() {
+        let m = model();
+        let (text, usage) = reply(&m, &req("x"));
+        let ev = chat_stream_events(&m, "m", "r1", &text, usage, false);
+        // role + 3 content pieces (2+2+1 words) + finish + DONE
+        assert_eq!(ev.len(), 6);
+        let joined: String = ev[1..4]
+            .iter()
+            .map(|e| {
+                let v: Value = serde_json::from_slice(&e[6..]).unwrap_or_default();
+                v["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_string()
+            })
+            .collect();
+        assert_eq!(joined, "one two three four five");
+        let with_usage = chat_stream_events(&m, "m", "r1", &text, usage, true);
+        assert_eq!(with_usage.len(), 7);
+        assert!(String::from_utf8_lossy(&with_usage[5]).contains("\"choices\":[]"));
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let r: EmbeddingsRequest =
+            serde_json::from_value(json!({"model": "e", "input": ["a b", "a b", "c"]}))
+                .expect("valid");
+        let (body, usage) = embeddings_response(&model(), "e", &r);
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["data"][0]["embedding"], v["data"][1]["embedding"]);
+        assert_ne!(v["data"][0]["embedding"], v["data"][2]["embedding"]);
+        let norm: f64 = v["data"][2]["embedding"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(0.0).powi(2)).sum())
+            .unwrap_or(0.0);
+        assert!((norm - 1.0).abs() < 1e-5);
+        assert_eq!(usage.prompt_tokens, 5);
+    }
+}

@@ -1,0 +1,97 @@
+//! Provider adapters: how the canonical (OpenAI-shaped) request becomes an upstream HTTP request,
+//! and how the upstream's answer becomes an OpenAI-shaped response or stream.
+//!
+//! The pipeline only talks to [`HttpAdapter`]; a provider with another protocol (Azure's
+//! deployment URLs, Bedrock's SigV4 and eventstream, Anthropic's messages) is one more
+//! implementation, not a change to the pipeline. The built-in mock model needs no network and
+//! is served by [`mock`] directly.
+
+pub mod mock;
+pub mod openai;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::Full;
+use llmgate_snapshot::{Endpoint, Provider};
+
+use crate::error::GatewayError;
+use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
+
+/// Which API operation an upstream call serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Chat,
+    Embeddings,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Chat => "chat.completions",
+            Op::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A response translated to the OpenAI shape, with what accounting needs.
+#[derive(Debug)]
+pub struct Translated {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+    /// The model (version) the upstream says it ran.
+    pub model: Option<String>,
+}
+
+/// Turns an upstream byte stream into OpenAI SSE events, and keeps what accounting needs.
+pub trait StreamTranslator: Send {
+    /// Consumes one upstream chunk; complete client events are appended to `out`.
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) -> Result<(), GatewayError>;
+    /// The upstream ended; flush what is left.
+    fn finish(&mut self, out: &mut Vec<Bytes>);
+    fn usage(&self) -> Option<Usage>;
+    fn model(&self) -> Option<&str>;
+    /// Whether the stream reached its proper end (`[DONE]` for OpenAI).
+    fn completed(&self) -> bool;
+    /// Whether the upstream reported an error inside the stream.
+    fn errored(&self) -> bool;
+}
+
+/// One provider protocol over HTTP. Stateless; one static instance per protocol.
+pub trait HttpAdapter: Send + Sync {
+    /// The upstream body for a chat request, built once per request and reused by every
+    /// attempt. Stream requests must ask the upstream for usage.
+    fn chat_body(&self, ep: &Endpoint, req: &mut ChatRequest) -> Result<Bytes, GatewayError>;
+    fn embeddings_body(
+        &self,
+        ep: &Endpoint,
+        req: &mut EmbeddingsRequest,
+    ) -> Result<Bytes, GatewayError>;
+    /// The HTTP request for one attempt against one replica base URL.
+    fn request(
+        &self,
+        ep: &Endpoint,
+        base_url: &str,
+        op: Op,
+        stream: bool,
+        request_id: &str,
+        body: Bytes,
+    ) -> Result<http::Request<Full<Bytes>>, GatewayError>;
+    fn chat_response(&self, body: Bytes) -> Result<Translated, GatewayError>;
+    fn embeddings_response(
+        &self,
+        body: Bytes,
+        wanted: Option<EncodingFormat>,
+    ) -> Result<Translated, GatewayError>;
+    /// An upstream error status and body, as the error the caller sees.
+    fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GatewayError;
+    fn chat_stream(&self, client_wants_usage: bool) -> Box<dyn StreamTranslator>;
+}
+
+/// The adapter for a provider kind; `None` for the in-process mock.
+pub fn adapter_for(provider: &Provider) -> Option<&'static dyn HttpAdapter> {
+    match provider {
+        Provider::OpenAi => Some(&openai::OPENAI),
+        Provider::OpenAiCompatible => Some(&openai::OPENAI_COMPATIBLE),
+        Provider::Mock(_) => None,
+    }
+}

@@ -1,0 +1,151 @@
+//! The gateway's shared state: the one `ArcSwap` holding the current [`Runtime`], and what lives
+//! as long as the process (settings, metrics, upstream clients, audit sink, config status).
+//!
+//! Invariant: [`Gateway::apply`] is the only place the runtime is swapped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use llmgate_snapshot::Snapshot;
+use serde::Serialize;
+
+use crate::audit::AuditSink;
+use crate::config::Settings;
+use crate::http::client::Clients;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub clients: Clients,
+    pub audit: AuditSink,
+    status: Mutex<ConfigStatus>,
+    draining: AtomicBool,
+}
+
+/// What `/readyz` reports about the configuration.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigStatus {
+    /// Where the configuration comes from (`dir:/path`, `embedded:quickstart`).
+    pub source: String,
+    pub version: String,
+    pub applied_at: Option<String>,
+    pub models: usize,
+    /// Set while the latest change is rejected; the previous snapshot keeps serving.
+    pub last_error: Option<ReloadFailure>,
+    /// Resources left out for a reason that is not a mistake in the YAML (a secret not set).
+    pub warnings: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadFailure {
+    pub at: String,
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong with the configuration, located as precisely as known.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub field: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        if let Some(r) = &self.resource {
+            write!(f, "{r}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, audit: AuditSink, source: String) -> Arc<Gateway> {
+        let metrics = Metrics::new();
+        let clients = Clients::default();
+        let empty = Arc::new(Snapshot::empty());
+        let runtime = Runtime::build(empty, None, &clients, &metrics);
+        Arc::new(Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            settings,
+            metrics,
+            clients,
+            audit,
+            status: Mutex::new(ConfigStatus {
+                source,
+                ..ConfigStatus::default()
+            }),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The current runtime. Load once per request and pass it down.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Applies a snapshot atomically; returns false when it is the version already served.
+    pub fn apply(&self, snapshot: Snapshot, warnings: Vec<Problem>) -> bool {
+        let current = self.runtime.load();
+        let changed = current.snapshot.version != snapshot.version
+            || self.status().applied_at.is_none();
+        if changed {
+            let next = Runtime::build(Arc::new(snapshot), Some(&current), &self.clients, &self.metrics);
+            let version = next.snapshot.version.clone();
+            let models = next.endpoints.len();
+            self.runtime.store(Arc::new(next));
+            self.metrics.snapshot_applied(&version);
+            let mut st = self.status_mut();
+            st.version = version;
+            st.models = models;
+            st.applied_at = Some(jiff::Timestamp::now().to_string());
+        }
+        let mut st = self.status_mut();
+        st.last_error = None;
+        st.warnings = warnings;
+        self.metrics.reload(if changed { "applied" } else { "unchanged" });
+        changed
+    }
+
+    /// Records a rejected change; the current snapshot keeps serving.
+    pub fn reject(&self, problems: Vec<Problem>) {
+        self.metrics.reload("failed");
+        self.status_mut().last_error = Some(ReloadFailure {
+            at: jiff::Timestamp::now().to_string(),
+            problems,
+        });
+    }
+
+    pub fn status(&self) -> ConfigStatus {
+        self.status_mut().clone()
+    }
+
+    fn status_mut(&self) -> std::sync::MutexGuard<'_, ConfigStatus> {
+        match self.status.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
