@@ -41,8 +41,9 @@ pub struct AuditRecord {
     pub upstream_model_version: Option<String>,
     pub attempts: u32,
     pub status: u16,
-    /// `ok`, or a bounded error reason (`upstream_timeout`, `client_disconnected`, …).
-    pub reason: &'static str,
+    /// `None` on success, else a bounded reason (`upstream_timeout`, `client_disconnected`, …);
+    /// the same values as the `reason` label of `llmgate_requests_total`.
+    pub error_reason: Option<&'static str>,
     pub error_message: Option<String>,
     pub usage: Option<Usage>,
     pub cost_usd: Option<f64>,

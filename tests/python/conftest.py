@@ -24,7 +24,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -141,11 +141,24 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test runner dies, even by SIGKILL, so no
+    server outlives the run."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # noqa: BLE001 - not Linux/glibc: rely on teardown and atexit
+        pass
+
+
 def start_service(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Service:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "wb")
     full_env = dict(os.environ)
+    full_env.setdefault("NO_COLOR", "1")  # plain log files
     full_env.update(env or {})
     try:
         proc = subprocess.Popen(
@@ -154,6 +167,7 @@ def start_service(name: str, argv: list[str], log_dir: Path, env: dict[str, str]
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:
         log.close()
@@ -250,7 +264,6 @@ class Gateway:
     config_dir: Path
     audit_log: Path
     service: Service
-    keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -272,11 +285,12 @@ class Gateway:
         )
 
     def audit_lines(self) -> list[str]:
+        """The complete lines of the audit log (the last one may still be being written)."""
         try:
             text = self.audit_log.read_text()
         except FileNotFoundError:
             return []
-        return [line for line in text.splitlines() if line.strip()]
+        return [line for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
 
     def audit_records(self, request_ids: Iterable[str], timeout: float = 10.0) -> dict[str, list[dict]]:
         """Waits until the audit log holds a record for each id; returns every record per id.
@@ -286,12 +300,7 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while True:
             by_id: dict[str, list[dict]] = {}
-            # Only complete lines count: the last one may still be being written.
-            text = self.audit_log.read_text() if self.audit_log.exists() else ""
-            complete = text[: text.rfind("\n") + 1]
-            for n, line in enumerate(complete.splitlines(), 1):
-                if not line.strip():
-                    continue
+            for n, line in enumerate(self.audit_lines(), 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -355,7 +364,10 @@ def start_gateway(
     return gw
 
 
-def sdk_config(upstream_url: str) -> dict[str, str]:
+def sdk_config(upstream_url: str, dead_port: int | None = None) -> dict[str, str]:
+    """The SDK suite's config. `dead_port` is a loopback port nothing listens on."""
+    if dead_port is None:
+        dead_port = free_port()
     return {
         "models.yaml": f"""
             apiVersion: llmgate.dev/v1alpha1
@@ -411,6 +423,26 @@ def sdk_config(upstream_url: str) -> dict[str, str]:
               upstreamModel: fail-500
               replicas: [{{url: "{upstream_url}"}}]
               credentials: {{apiKey: {{secretRef: {{name: fake, key: api-key}}}}}}
+              timeouts: {{connect: 1s, firstByte: 5s, total: 30s}}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {{name: fake-slow}}
+            spec:
+              model: fake-slow
+              provider: openai-compatible
+              upstreamModel: "slow-first-byte:5000"
+              replicas: [{{url: "{upstream_url}"}}]
+              credentials: {{apiKey: {{secretRef: {{name: fake, key: api-key}}}}}}
+              timeouts: {{connect: 1s, firstByte: 300ms, total: 30s}}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {{name: fake-dead}}
+            spec:
+              model: fake-dead
+              provider: openai-compatible
+              replicas: [{{url: "http://127.0.0.1:{dead_port}/v1"}}]
               timeouts: {{connect: 1s, firstByte: 5s, total: 30s}}
         """,
         "keys.yaml": f"""
@@ -556,5 +588,5 @@ def pytest_runtest_makereport(item, call):
     if rep.when == "call" and rep.failed and _LIVE:
         sections = []
         for svc in _LIVE:
-            sections.append(f"--- {svc.name} (pid {svc.proc.pid}, log {svc.log_path}) ---\n{svc.log_tail(40)}")
+            sections.append(f"--- {svc.name} (pid {svc.proc.pid}, log {svc.log_path}) ---\n{svc.log_tail(20)}")
         rep.sections.append(("service logs", "\n".join(sections)))

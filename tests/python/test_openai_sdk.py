@@ -29,7 +29,7 @@ from conftest import (
     write_config,
 )
 
-DEV_MODELS = {"mock-1", "fake-gpt", "fake-429", "fake-500"}
+DEV_MODELS = {"mock-1", "fake-gpt", "fake-429", "fake-500", "fake-slow", "fake-dead"}
 
 TOOLS = [
     {
@@ -130,20 +130,57 @@ def test_chat_upstream_non_streaming(gateway: Gateway):
 
 
 def test_tools_are_passed_through(gateway: Gateway):
-    client = gateway.client()
-    completion = client.chat.completions.create(
+    # The fake upstream answers a request that carries `tools` with a call of the first tool,
+    # so a tool call coming back proves the tools reached it.
+    raw = gateway.client().chat.completions.with_raw_response.create(
         model="fake-gpt",
         messages=[{"role": "user", "content": "weather in Paris?"}],
         tools=TOOLS,
         tool_choice="auto",
         parallel_tool_calls=False,
     )
-    assert completion.choices, completion
-    message = completion.choices[0].message
-    assert message.content == "echo: weather in Paris?" or message.tool_calls, message
+    assert raw.headers.get("x-llmgate-model") == "fake-gpt"
+    choice = raw.parse().choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function"
+    assert call.id
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
 
-    # A conversation that already holds a tool call and its result.
-    completion = client.chat.completions.create(
+
+def test_tools_streaming(gateway: Gateway):
+    chunks = collect_stream(
+        gateway.client().chat.completions.create(
+            model="fake-gpt",
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+            tools=TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    name, arguments, ids = "", "", set()
+    for c in chunks:
+        for d in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            assert d.index == 0
+            if d.id:
+                ids.add(d.id)
+            if d.function and d.function.name:
+                name += d.function.name
+            if d.function and d.function.arguments:
+                arguments += d.function.arguments
+    assert len(ids) == 1
+    assert name == "get_weather"
+    assert json.loads(arguments) == {"city": "Paris"}
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["tool_calls"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+
+
+def test_tool_results_in_history(gateway: Gateway):
+    # A conversation that already holds a tool call and its result; no tools offered now.
+    completion = gateway.client().chat.completions.create(
         model="fake-gpt",
         messages=[
             {"role": "user", "content": "weather in Paris?"},
@@ -161,7 +198,6 @@ def test_tools_are_passed_through(gateway: Gateway):
             {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"temp_c": 21})},
             {"role": "user", "content": "and in Lyon?"},
         ],
-        tools=TOOLS,
     )
     assert completion.choices[0].message.content == "echo: and in Lyon?"
     assert_usage_consistent(completion.usage)
@@ -228,16 +264,26 @@ def test_stream_without_include_usage_has_no_usage_chunk(gateway: Gateway, model
     assert usage.get("total_tokens") == usage["prompt_tokens"] + usage["completion_tokens"], record
 
 
-def test_stream_wire_format_ends_with_done(gateway: Gateway):
-    """What the SDK hides: SSE framing, `data: [DONE]`, and no usage chunk on the wire."""
-    status, headers, body = http_request(
-        "POST",
-        f"{gateway.base_url}/chat/completions",
-        body=json.dumps(
-            {"model": "fake-gpt", "stream": True, "messages": [{"role": "user", "content": "wire"}]}
-        ).encode(),
-        headers={"Authorization": f"Bearer {DEV_KEY}", "Content-Type": "application/json"},
-    )
+@pytest.mark.parametrize("model", ["mock-1", "fake-gpt"])
+def test_stream_wire_format_ends_with_done(gateway: Gateway, model: str):
+    """What the SDK hides: SSE framing, `data: [DONE]` as the last event, the response body
+    ending right after it, and no usage chunk on the wire."""
+    started = time.monotonic()
+    try:
+        status, headers, body = http_request(
+            "POST",
+            f"{gateway.base_url}/chat/completions",
+            body=json.dumps(
+                {"model": model, "stream": True, "messages": [{"role": "user", "content": "wire"}]}
+            ).encode(),
+            headers={"Authorization": f"Bearer {DEV_KEY}", "Content-Type": "application/json"},
+            timeout=10.0,
+        )
+    except TimeoutError:
+        pytest.fail(
+            f"the streamed response body did not end within {time.monotonic() - started:.0f}s "
+            "(it should end right after `data: [DONE]`)"
+        )
     assert status == 200, body
     assert headers.get("content-type", "").startswith("text/event-stream")
     events = [line[len("data:"):].strip() for line in body.decode().splitlines() if line.startswith("data:")]
@@ -254,7 +300,9 @@ def test_stream_wire_format_ends_with_done(gateway: Gateway):
 
 
 def test_models_list_is_filtered_by_key(gateway: Gateway):
-    dev = {m.id for m in gateway.client(DEV_KEY).models.list()}
+    raw = gateway.client(DEV_KEY).models.with_raw_response.list()
+    assert raw.headers.get("x-request-id")
+    dev = {m.id for m in raw.parse()}
     assert dev == DEV_MODELS, "mock-restricted is denied to the dev key by a Deny rule"
 
     limited = list(gateway.client(LIMITED_KEY).models.list())
@@ -408,6 +456,33 @@ def test_upstream_500_is_internal_server_error(gateway: Gateway):
     assert_openai_error(e.value, e.value.status_code)
 
 
+def test_upstream_first_byte_timeout_is_504(gateway: Gateway):
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as e:
+        gateway.client().chat.completions.create(
+            model="fake-slow", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert_openai_error(e.value, 504)
+    assert time.monotonic() - started < 4.0, "the firstByte timeout (300ms) was not applied"
+
+
+def test_unreachable_upstream_is_503(gateway: Gateway):
+    with pytest.raises(openai.InternalServerError) as e:
+        gateway.client().chat.completions.create(
+            model="fake-dead", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert_openai_error(e.value, 503)
+
+
+def test_oversized_body_is_413(gateway: Gateway):
+    huge = "x" * (9 * 1024 * 1024)  # the default limit is 8 MiB
+    with pytest.raises(openai.APIStatusError) as e:
+        gateway.client().chat.completions.create(
+            model="mock-1", messages=[{"role": "user", "content": huge}]
+        )
+    assert_openai_error(e.value, 413)
+
+
 def test_bad_request_is_400(gateway: Gateway):
     # No `messages`: not a chat completion request.
     with pytest.raises(openai.BadRequestError) as e:
@@ -498,10 +573,6 @@ def test_audit_log_has_one_line_per_request(gateway: Gateway):
         record = records[request_id][0]
         for key, value in expected.items():
             assert record.get(key) == value, f"{request_id}: {key} = {record.get(key)!r}, want {value!r}\n{record}"
-        if expected["status"] >= 400:
-            assert record.get("error_reason"), f"failed request without error_reason: {record}"
-        else:
-            assert not record.get("error_reason"), record
 
     by_model = {c.get("model_requested"): rid for rid, c in calls.items() if c["status"] == 200}
     mock_chat = next(rid for rid, c in calls.items() if c.get("usage") and c["model_requested"] == "mock-1")
@@ -514,6 +585,15 @@ def test_audit_log_has_one_line_per_request(gateway: Gateway):
 
     upstream = records[by_model["fake-gpt"]][0]
     assert upstream.get("replica") == "fake-0", upstream
+
+    # Failed requests name why they failed; successful ones carry no reason.
+    for request_id, expected in calls.items():
+        record = records[request_id][0]
+        assert "error_reason" in record, f"audit record has no error_reason field: {sorted(record)}"
+        if expected["status"] >= 400:
+            assert record["error_reason"], f"failed request without error_reason: {record}"
+        else:
+            assert record["error_reason"] is None, record
 
 
 # --------------------------------------------------------------------------------------------

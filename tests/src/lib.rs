@@ -1,1 +1,6 @@
-//! placeholder
+//! Test peers and harness for llmgate's integration tests: a fake OpenAI-compatible upstream
+//! ([`fake`]) and helpers that run the real `llmgate-dataplane` binary on loopback
+//! ([`harness`]).
+
+pub mod fake;
+pub mod harness;

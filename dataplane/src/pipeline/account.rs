@@ -118,7 +118,7 @@ impl Ctx {
         self.rec.latency_ms.total = ms(elapsed);
         self.rec.finished_at = jiff::Timestamp::now().to_string();
         self.rec.status = status.as_u16();
-        self.rec.reason = reason;
+        self.rec.error_reason = (reason != "ok").then_some(reason);
         self.rec.error_message = error;
         if let (Some(u), Some(p)) = (self.rec.usage, self.pricing) {
             let cost = p.cost(u.prompt_tokens, u.completion_tokens);

@@ -107,6 +107,13 @@ impl Body for RelayBody {
                             this.ready.extend(this.scratch.drain(..));
                             if let Err(e) = fed {
                                 this.fail(e);
+                            } else if translator.completed() {
+                                // `[DONE]` is the end, whether or not the upstream closes the
+                                // body right after it.
+                                if translator.errored() {
+                                    this.outcome = ("upstream_stream_error", None);
+                                }
+                                this.ended = true;
                             }
                         }
                     }

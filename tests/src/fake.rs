@@ -1,0 +1,440 @@
+//! A fake OpenAI-compatible upstream that checks what OpenAI checks and can misbehave on
+//! demand. Used by the integration tests (in-process), the Python SDK tests and the benchmark
+//! (as the `fake-upstream` binary).
+//!
+//! It checks `Authorization: Bearer <key>` (401 otherwise, OpenAI's body), the request shape
+//! (JSON object, `model` string, non-empty `messages` with known roles, `input` for
+//! embeddings; 400 otherwise), and `stream_options` only with `stream`. Behaviour is chosen by
+//! the upstream model id:
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `fail-429` | 429 `rate_limit_exceeded` with `retry-after: 1` |
+//! | `fail-500` | 500 `server_error` |
+//! | `slow-first-byte:<ms>` | waits before the response head |
+//! | `slow-stream:<ms>` | waits between stream chunks |
+//! | `drop-mid-stream` | sends two chunks, then drops the connection |
+//! | `chunks:<n>` | `n` content chunks |
+//! | anything else | `echo: <last user message>`, one word per chunk |
+//!
+//! With `tools` in the request the reply is a call of the first tool (streamed as fragments
+//! when streaming). `GET /_fake/stats` returns the counters in [`Stats`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub chat: AtomicU64,
+    pub embeddings: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub streams_started: AtomicU64,
+    pub streams_completed: AtomicU64,
+    /// Streams whose reader went away before the end: the cancellation reached us.
+    pub streams_cancelled: AtomicU64,
+    pub chunks_sent: AtomicU64,
+    /// Requests that asked for `stream_options.include_usage`.
+    pub usage_requested: AtomicU64,
+}
+
+struct Shared {
+    api_key: String,
+    stats: Arc<Stats>,
+    last_request: std::sync::Mutex<Value>,
+}
+
+/// A running fake; dropping it (or [`FakeUpstream::kill`]) closes the listener and every
+/// connection at once, like a crashed process.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    pub async fn start(api_key: &str) -> std::io::Result<FakeUpstream> {
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, api_key).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, api_key: &str) -> std::io::Result<FakeUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            api_key: api_key.to_string(),
+            stats: Arc::clone(&stats),
+            last_request: std::sync::Mutex::new(Value::Null),
+        });
+        let app = router(Arc::clone(&shared));
+        let task = tokio::spawn(accept_loop(listener, app, Arc::clone(&stats)));
+        Ok(FakeUpstream {
+            addr,
+            stats,
+            shared,
+            task,
+        })
+    }
+
+    /// `http://addr/v1`, the base URL to configure.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The JSON body of the last request received.
+    pub fn last_request(&self) -> Value {
+        self.shared
+            .last_request
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: Router, stats: Arc<Stats>) {
+    // Connection tasks live in this set: aborting the loop aborts them all.
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            Ok((stream, _)) = listener.accept() => {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.set_nodelay(true);
+                let svc = TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/_fake/stats", get(stats))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            .to_string(),
+    )
+        .into_response()
+}
+
+fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let want = format!("Bearer {}", s.api_key);
+    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(want.as_str()) {
+        Ok(())
+    } else {
+        s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ))
+    }
+}
+
+fn bad(s: &Shared, msg: &str) -> Response {
+    s.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+    error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", msg)
+}
+
+fn parse(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+    s.stats.requests.fetch_add(1, Ordering::Relaxed);
+    check_auth(s, headers)?;
+    if !headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        return Err(bad(s, "Content-Type must be application/json"));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(s, &format!("bad JSON: {e}")))?;
+    if !v.is_object() || !v["model"].is_string() {
+        return Err(bad(s, "you must provide a model parameter"));
+    }
+    if let Ok(mut last) = s.last_request.lock() {
+        *last = v.clone();
+    }
+    Ok(v)
+}
+
+fn behaviour(model: &str) -> (&str, u64) {
+    match model.split_once(':') {
+        Some((b, n)) => (b, n.parse().unwrap_or(0)),
+        None => (model, 0),
+    }
+}
+
+async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = match parse(&s, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    s.stats.chat.fetch_add(1, Ordering::Relaxed);
+    let Some(messages) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return bad(&s, "messages must be a non-empty array");
+    };
+    const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+    if messages
+        .iter()
+        .any(|m| !m["role"].as_str().is_some_and(|r| ROLES.contains(&r)))
+    {
+        return bad(&s, "each message needs a valid role");
+    }
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    if !req["stream_options"].is_null() && !stream {
+        return bad(&s, "stream_options is only allowed when stream is true");
+    }
+    let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    if include_usage {
+        s.stats.usage_requested.fetch_add(1, Ordering::Relaxed);
+    }
+    let model = req["model"].as_str().unwrap_or_default().to_string();
+    let (kind, n) = behaviour(&model);
+    match kind {
+        "fail-429" => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                "Rate limit reached for requests",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return r;
+        }
+        "fail-500" => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "server_error",
+                "The server had an error while processing your request.",
+            );
+        }
+        "slow-first-byte" => tokio::time::sleep(Duration::from_millis(n)).await,
+        _ => {}
+    }
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| match &m["content"] {
+            Value::String(t) => t.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    let text = format!("echo: {last_user}");
+    let words: Vec<String> = match kind {
+        "chunks" => (0..n.max(1)).map(|i| format!("w{i} ")).collect(),
+        _ => text.split_inclusive(' ').map(str::to_owned).collect(),
+    };
+    let prompt_tokens = messages
+        .iter()
+        .map(|m| m["content"].as_str().map_or(1, |t| t.split_whitespace().count() + 3))
+        .sum::<usize>() as u64;
+    let tool = req["tools"][0]["function"]["name"].as_str().map(str::to_owned);
+    let completion_tokens = words.len() as u64;
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens});
+    let served = format!("{model}-2026-01-01");
+
+    if !stream {
+        let message = match &tool {
+            Some(name) => json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]}),
+            None => json!({"role": "assistant", "content": words.concat()}),
+        };
+        let finish = if tool.is_some() { "tool_calls" } else { "stop" };
+        let body = json!({"id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+            "model": served, "choices": [{"index": 0, "message": message, "logprobs": null,
+            "finish_reason": finish}], "usage": usage, "system_fingerprint": "fp_fake"});
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+            "model": served, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "usage": null});
+        format!("data: {c}\n\n")
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    match &tool {
+        Some(name) => {
+            events.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": ""}}]}), Value::Null));
+            for piece in ["{\"city\":", "\"Paris\"}"] {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        }
+        None => {
+            for w in &words {
+                events.push(chunk(json!({"content": w}), Value::Null));
+            }
+            events.push(chunk(json!({}), json!("stop")));
+        }
+    }
+    if include_usage {
+        let c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+            "model": served, "choices": [], "usage": usage});
+        events.push(format!("data: {c}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+
+    let interval = if kind == "slow-stream" {
+        Duration::from_millis(n)
+    } else {
+        Duration::ZERO
+    };
+    let drop_after = (kind == "drop-mid-stream").then_some(2usize);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1);
+    let stats = Arc::clone(&s.stats);
+    stats.streams_started.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        for (i, e) in events.into_iter().enumerate() {
+            if drop_after == Some(i) {
+                // Dropping the sender mid-body makes hyper close the connection abruptly.
+                return;
+            }
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            if tx.send(Ok(Bytes::from(e))).await.is_err() {
+                stats.streams_cancelled.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            stats.chunks_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        // Dropping the sender ends the body.
+        drop(tx);
+        stats.streams_completed.fetch_add(1, Ordering::Relaxed);
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    if drop_after.is_some() {
+        // A length the body never reaches: the connection ends in the middle of the response.
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("100000"));
+    }
+    r
+}
+
+async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = match parse(&s, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    s.stats.embeddings.fetch_add(1, Ordering::Relaxed);
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(t) => vec![t.clone()],
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+            .collect(),
+        _ => return bad(&s, "input must be a string or a non-empty array"),
+    };
+    let base64 = match req["encoding_format"].as_str() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => return bad(&s, "encoding_format must be float or base64"),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let len = t.len() as f32;
+            let v = [len, 0.5, -0.25, i as f32];
+            let emb = if base64 {
+                use base64_engine::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64_engine::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": emb})
+        })
+        .collect();
+    let tokens = inputs.len() as u64 * 2;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"object": "list", "data": data, "model": req["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        .to_string(),
+    )
+        .into_response()
+}
+
+async fn models(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_auth(&s, &headers) {
+        return r;
+    }
+    axum::Json(json!({"object": "list", "data": [
+        {"id": "fake", "object": "model", "created": 1, "owned_by": "fake"}]}))
+    .into_response()
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(serde_json::to_value(&*s.stats).unwrap_or_default()).into_response()
+}
+
+mod base64_engine {
+    pub use base64::Engine;
+    pub use base64::engine::general_purpose::STANDARD;
+}

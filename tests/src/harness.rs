@@ -1,0 +1,360 @@
+//! Runs the real `llmgate-dataplane` binary on loopback ports with a configuration directory of
+//! its own, and talks to it over plain HTTP/1.1.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The key every test configuration grants, and its SHA-256 for `ApiKey.spec.sha256`.
+pub const TEST_KEY: &str = "sk-test-alice";
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
+
+pub fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A binary built by this workspace (`target/<profile>/<name>`), next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (the test command in README.md does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// ApiKey + AccessPolicy granting [`TEST_KEY`] (user alice, team ml) every model.
+pub fn access_yaml() -> String {
+    format!(
+        r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: ApiKey
+metadata: {{name: alice}}
+spec: {{user: alice@example.com, team: ml, sha256: "{}"}}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: ml}}
+spec:
+  rules:
+    - name: ml-everything
+      subjects: [{{team: ml}}]
+      models: ["*"]
+"#,
+        sha256_hex(TEST_KEY)
+    )
+}
+
+/// An `openai-compatible` ModelEndpoint over the given base URLs, with the upstream key from the
+/// secret `upstream`/`api-key` (the harness sets UPSTREAM_API_KEY).
+pub fn endpoint_yaml(name: &str, upstream_model: &str, urls: &[String], extra: &str) -> String {
+    let replicas: Vec<String> = urls.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
+    format!(
+        r#"
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {{name: {name}}}
+spec:
+  model: {name}
+  provider: openai-compatible
+  upstreamModel: "{upstream_model}"
+  replicas: [{}]
+  credentials: {{apiKey: {{secretRef: {{name: upstream, key: api-key}}}}}}
+  pricing: {{inputPerMillion: 2.0, outputPerMillion: 8.0}}
+{extra}
+"#,
+        replicas.join(", ")
+    )
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_dir: PathBuf,
+    pub audit_log: PathBuf,
+    stderr_log: PathBuf,
+    _tmp: tempfile::TempDir,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Gateway {
+    /// Starts the gateway on `config` (written to `<tmp>/config/main.yaml`) and waits until
+    /// `/readyz` says it serves.
+    pub async fn start(config: &str, extra_args: &[&str]) -> Gateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config_dir = tmp.path().join("config");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        std::fs::write(config_dir.join("main.yaml"), config).expect("write config");
+        let audit_log = tmp.path().join("audit.jsonl");
+        let stderr_log = tmp.path().join("stderr.log");
+        let addr = free_port();
+        let admin = free_port();
+        let child = Command::new(binary("llmgate-dataplane"))
+            .arg("--config-dir")
+            .arg(&config_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--reload-debounce", "50ms"])
+            .args(extra_args)
+            .env("UPSTREAM_API_KEY", UPSTREAM_KEY)
+            .env("LLMGATE_LOG", "info,llmgate_dataplane=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_log).expect("stderr log"))
+            .spawn()
+            .expect("start llmgate-dataplane");
+        let mut client_builder = Client::builder(TokioExecutor::new());
+        client_builder.pool_max_idle_per_host(64);
+        let mut gw = Gateway {
+            child: Some(child),
+            addr,
+            admin,
+            config_dir,
+            audit_log,
+            stderr_log,
+            _tmp: tmp,
+            client: client_builder.build(HttpConnector::new()),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("llmgate-dataplane exited with {status}:\n{}", self.stderr());
+            }
+            if let Ok((StatusCode::OK, _)) = self.admin_get("/readyz").await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready after 30 s:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut child = self.child.take().expect("running");
+        child.wait().expect("wait for exit")
+    }
+
+    pub fn write_config(&self, file: &str, text: &str) {
+        let tmp = self.config_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_dir.join(file)).expect("rename config");
+    }
+
+    /// Audit records written so far.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `n` audit records are written (the writer is asynchronous).
+    pub async fn audit_until(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.audit();
+            if records.len() >= n || Instant::now() > deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Result<(StatusCode, String), String> {
+        let req = Request::get(format!("http://{}{path}", self.admin))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub async fn readyz(&self) -> Value {
+        let (_, body) = self.admin_get("/readyz").await.expect("readyz");
+        serde_json::from_str(&body).expect("readyz JSON")
+    }
+
+    /// A request with the test key; the whole response.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call_with_key(method, path, body, Some(TEST_KEY)).await
+    }
+
+    pub async fn call_with_key(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Reply {
+        let resp = self.send(method, path, body.map(|b| b.to_string()), key).await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            body: bytes,
+        }
+    }
+
+    /// A request whose response body the caller reads itself (streams).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> http::Response<Incoming> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json");
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        self.client.request(req).await.expect("gateway answers")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Reads SSE `data:` payloads from a streaming response as they arrive.
+pub struct SseReader {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    pub fn new(body: Incoming) -> Self {
+        SseReader {
+            body,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next `data:` payload, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let text = String::from_utf8_lossy(&event).into_owned();
+                if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return Some(data.to_string());
+                }
+                continue;
+            }
+            match self.body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        self.buf.extend_from_slice(&d);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn all(mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(d) = self.next().await {
+            out.push(d);
+        }
+        out
+    }
+}

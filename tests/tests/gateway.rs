@@ -1,0 +1,441 @@
+//! The real `llmgate-dataplane` binary against the fake OpenAI-compatible upstream.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use llmgate_tests::fake::FakeUpstream;
+use llmgate_tests::harness::{
+    Gateway, SseReader, TEST_KEY, UPSTREAM_KEY, access_yaml, endpoint_yaml, free_port,
+};
+use serde_json::{Value, json};
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+async fn fake() -> FakeUpstream {
+    FakeUpstream::start(UPSTREAM_KEY).await.expect("fake upstream")
+}
+
+#[tokio::test]
+async fn chat_goes_upstream_with_the_upstream_key_and_model() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("llama", "meta/llama-3", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+
+    let mut req = chat("llama", "hello world");
+    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    req["x_vendor_field"] = json!({"keep": true});
+    let r = gw.call("POST", "/v1/chat/completions", Some(req)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let v = r.json();
+    // tools went through and the fake answered with a call of the first tool
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let sent = up.last_request();
+    assert_eq!(sent["model"], "meta/llama-3", "upstream model id is sent");
+    assert_eq!(sent["x_vendor_field"]["keep"], true, "unknown fields pass through");
+    assert_eq!(up.stats.unauthorized.load(Ordering::Relaxed), 0, "upstream key was sent");
+    assert_eq!(r.header("x-llmgate-model"), "llama");
+    let rid = r.header("x-request-id").to_string();
+    assert_eq!(rid.len(), 32);
+
+    let r = gw.call("POST", "/v1/chat/completions", Some(chat("llama", "plain text"))).await;
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: plain text");
+
+    let records = gw.audit_until(2).await;
+    let first = records
+        .iter()
+        .find(|r| r["request_id"] == rid.as_str())
+        .expect("audit record for the request");
+    assert_eq!(first["user"], "alice@example.com");
+    assert_eq!(first["team"], "ml");
+    assert_eq!(first["key_id"], "default/alice");
+    assert_eq!(first["model_requested"], "llama");
+    assert_eq!(first["model_served"], "llama");
+    assert_eq!(first["upstream_model_version"], "meta/llama-3-2026-01-01");
+    assert_eq!(first["policy_rule"], "default/ml#ml-everything");
+    assert_eq!(first["status"], 200);
+    let usage = &first["usage"];
+    let (p, c) = (
+        usage["prompt_tokens"].as_f64().unwrap_or(0.0),
+        usage["completion_tokens"].as_f64().unwrap_or(0.0),
+    );
+    assert!(p > 0.0 && c > 0.0, "{usage}");
+    let cost = first["cost_usd"].as_f64().unwrap_or(-1.0);
+    assert!((cost - (p * 2.0 + c * 8.0) / 1e6).abs() < 1e-12, "cost {cost}");
+}
+
+#[tokio::test]
+async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:150", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+
+    let mut req = chat("slow", "one two three four five");
+    req["stream"] = json!(true);
+    let resp = gw
+        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
+    let mut sse = SseReader::new(resp.into_body());
+    let first = sse.next().await.expect("first event");
+    assert!(first.contains("\"role\":\"assistant\""));
+    // The first events arrive while the upstream is still producing: nothing is buffered.
+    let sent_when_first_seen = up.stats.chunks_sent.load(Ordering::Relaxed);
+    let mut events = vec![first];
+    while let Some(e) = sse.next().await {
+        events.push(e);
+    }
+    let total_sent = up.stats.chunks_sent.load(Ordering::Relaxed);
+    assert!(
+        sent_when_first_seen + 3 < total_sent,
+        "first event seen after {sent_when_first_seen} of {total_sent} upstream chunks"
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(events.iter().all(|e| !e.contains("prompt_tokens")), "usage chunk hidden");
+    assert_eq!(
+        up.stats.usage_requested.load(Ordering::Relaxed),
+        1,
+        "the gateway asked upstream for usage anyway"
+    );
+
+    req["stream_options"] = json!({"include_usage": true});
+    let resp = gw
+        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .await;
+    let events = SseReader::new(resp.into_body()).all().await;
+    let usage_chunk: Value =
+        serde_json::from_str(&events[events.len() - 2]).expect("usage chunk is JSON");
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0);
+
+    let records = gw.audit_until(2).await;
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r["stream"], true);
+        assert!(r["error_reason"].is_null(), "{r}");
+        assert!(r["usage"]["total_tokens"].as_u64().unwrap_or(0) > 0, "{r}");
+        let ttft = r["latency_ms"]["time_to_first_token"].as_f64().unwrap_or(-1.0);
+        let total = r["latency_ms"]["total"].as_f64().unwrap_or(-1.0);
+        assert!(ttft >= 0.0 && ttft < total, "{r}");
+    }
+}
+
+#[tokio::test]
+async fn tool_call_fragments_stream_through_intact() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let mut req = chat("m", "weather?");
+    req["stream"] = json!(true);
+    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+    let resp = gw
+        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .await;
+    let events = SseReader::new(resp.into_body()).all().await;
+    let mut args = String::new();
+    let mut ids = 0;
+    for e in events.iter().filter(|e| *e != "[DONE]") {
+        let v: Value = serde_json::from_str(e).expect("chunk JSON");
+        if let Some(tc) = v["choices"][0]["delta"]["tool_calls"][0].as_object() {
+            ids += usize::from(tc.contains_key("id"));
+            args.push_str(tc["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(ids, 1);
+    assert_eq!(args, "{\"city\":\"Paris\"}");
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_cancels_the_upstream() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:200", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let mut req = chat("slow", "a b c d e f g h i j k l");
+    req["stream"] = json!(true);
+    let resp = gw
+        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .await;
+    let mut sse = SseReader::new(resp.into_body());
+    assert!(sse.next().await.is_some());
+    drop(sse); // the client goes away
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.stats.streams_cancelled.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "upstream stream was never cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.stats.streams_completed.load(Ordering::Relaxed), 0);
+    let records = gw.audit_until(1).await;
+    assert_eq!(records[0]["error_reason"], "client_disconnected");
+}
+
+#[tokio::test]
+async fn fails_over_from_a_dead_replica_and_ejects_it() {
+    let up = fake().await;
+    let dead = format!("http://{}/v1", free_port());
+    let cfg = access_yaml()
+        + &endpoint_yaml(
+            "m",
+            "any",
+            &[dead, up.base_url()],
+            "  failover: {maxAttempts: 2, ejectAfterFailures: 1, ejectFor: 30s}",
+        );
+    let gw = Gateway::start(&cfg, &[]).await;
+    for i in 0..20 {
+        let r = gw.call("POST", "/v1/chat/completions", Some(chat("m", &format!("n{i}")))).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {:?}", r.body);
+    }
+    let records = gw.audit_until(20).await;
+    let attempts: u64 = records.iter().map(|r| r["attempts"].as_u64().unwrap_or(0)).sum();
+    // at most one request paid for the dead replica before it was ejected
+    assert!(attempts <= 21, "attempts {attempts}");
+    let (_, metrics) = gw.admin_get("/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("outcome=\"connect_error\""),
+        "connect errors are counted:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_load_fails_no_request() {
+    let a = fake().await;
+    let b = fake().await;
+    let cfg = access_yaml()
+        + &endpoint_yaml(
+            "m",
+            "slow-first-byte:20",
+            &[a.base_url(), b.base_url()],
+            "  failover: {maxAttempts: 2, ejectAfterFailures: 1}",
+        );
+    let gw = std::sync::Arc::new(Gateway::start(&cfg, &[]).await);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let gw = std::sync::Arc::clone(&gw);
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..25 {
+                let r = gw
+                    .call("POST", "/v1/chat/completions", Some(chat("m", &format!("{worker}-{i}"))))
+                    .await;
+                statuses.push((r.status, String::from_utf8_lossy(&r.body).into_owned()));
+            }
+            statuses
+        }));
+    }
+    // Kill replica a while requests are in flight on it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.kill();
+    let mut failed = Vec::new();
+    for t in tasks {
+        for (s, body) in t.await.expect("worker") {
+            if s != StatusCode::OK {
+                failed.push((s, body));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(a.stats.chat.load(Ordering::Relaxed) > 0, "replica a took traffic before it died");
+    assert!(b.stats.chat.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn upstream_errors_map_to_openai_errors() {
+    let up = fake().await;
+    let cfg = access_yaml()
+        + &endpoint_yaml("limited", "fail-429", &[up.base_url()], "")
+        + &endpoint_yaml(
+            "broken",
+            "fail-500",
+            &[up.base_url()],
+            "  failover: {maxAttempts: 1}",
+        )
+        + &endpoint_yaml(
+            "slow",
+            "slow-first-byte:3000",
+            &[up.base_url()],
+            "  timeouts: {firstByte: 300ms}\n  failover: {maxAttempts: 1}",
+        );
+    let gw = Gateway::start(&cfg, &[]).await;
+
+    let r = gw.call("POST", "/v1/chat/completions", Some(chat("limited", "x"))).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), "1");
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+
+    let r = gw.call("POST", "/v1/chat/completions", Some(chat("broken", "x"))).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("error while processing")
+    );
+
+    let started = Instant::now();
+    let r = gw.call("POST", "/v1/chat/completions", Some(chat("slow", "x"))).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_millis(2500), "first-byte timeout applies");
+
+    let dead = format!("http://{}/v1", free_port());
+    let cfg = access_yaml() + &endpoint_yaml("gone", "any", &[dead], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let r = gw.call("POST", "/v1/chat/completions", Some(chat("gone", "x"))).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_stream_ends_the_stream_with_an_error_event() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("m", "drop-mid-stream", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let mut req = chat("m", "a b c d");
+    req["stream"] = json!(true);
+    let resp = gw
+        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .await;
+    let events = SseReader::new(resp.into_body()).all().await;
+    let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON");
+    assert_eq!(last["error"]["code"], "bad_upstream_response", "{events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    let records = gw.audit_until(1).await;
+    assert_eq!(records[0]["error_reason"], "bad_upstream_response");
+}
+
+#[tokio::test]
+async fn embeddings_are_base64_when_asked_even_from_float_only_servers() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("emb", "embedder", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let r = gw
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"model": "emb", "input": ["abc", "de"], "encoding_format": "base64"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(up.last_request()["encoding_format"], "float");
+    let v = r.json();
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][1]["embedding"].as_str().expect("base64 string"))
+        .expect("valid base64");
+    let floats: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(floats, vec![2.0, 0.5, -0.25, 1.0]); // len("de"), index 1
+    let r = gw
+        .call("POST", "/v1/embeddings", Some(json!({"model": "emb", "input": "abc"})))
+        .await;
+    assert_eq!(r.json()["data"][0]["embedding"], json!([3.0, 0.5, -0.25, 0.0]));
+}
+
+#[tokio::test]
+async fn a_broken_edit_keeps_the_last_good_config_and_a_fix_applies() {
+    let up = fake().await;
+    let good = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
+    let gw = Gateway::start(&good, &[]).await;
+    let version = gw.readyz().await["config"]["version"].as_str().unwrap_or("").to_string();
+
+    // A typo in a field: the whole change is rejected, file and field reported.
+    gw.write_config(
+        "extra.yaml",
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: x}\nspec: {model: x, provider: mock, replicaz: []}\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let r = gw.readyz().await;
+        if !r["config"]["last_error"].is_null() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "rejection not reported: {r}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let problem = &ready["config"]["last_error"]["problems"][0];
+    assert!(problem["file"].as_str().unwrap_or("").ends_with("extra.yaml"), "{problem}");
+    assert_eq!(problem["field"], "spec.replicaz");
+    assert_eq!(ready["config"]["version"], version.as_str());
+    assert!(gw.stderr().contains("extra.yaml"), "the log names the file");
+    let (_, metrics) = gw.admin_get("/metrics").await.expect("metrics");
+    assert!(metrics.contains("llmgate_config_last_reload_successful 0"), "{metrics}");
+    let r = gw.call("POST", "/v1/chat/completions", Some(chat("m", "still here"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Broken YAML syntax: same.
+    gw.write_config("extra.yaml", "kind: [\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.readyz().await["config"]["version"], version.as_str());
+
+    // The fix applies, and the new model is served.
+    gw.write_config(
+        "extra.yaml",
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: x}\nspec: {model: x, provider: mock}\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = gw.call("POST", "/v1/chat/completions", Some(chat("x", "hi"))).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(Instant::now() < deadline, "fixed config never applied");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let r = gw.readyz().await;
+    assert!(r["config"]["last_error"].is_null());
+    assert_ne!(r["config"]["version"], version.as_str());
+}
+
+#[tokio::test]
+async fn oversized_and_slow_bodies_are_refused() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &["--max-body-bytes", "1024"]).await;
+    let r = gw
+        .call("POST", "/v1/chat/completions", Some(chat("m", &"x".repeat(2000))))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json()["error"]["code"], "request_too_large");
+    assert_eq!(up.stats.chat.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_running_stream_finish() {
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:100", &[up.base_url()], "");
+    let mut gw = Gateway::start(&cfg, &["--shutdown-grace", "10s"]).await;
+    let mut req = chat("slow", "a b c d e f");
+    req["stream"] = json!(true);
+    let resp = gw
+        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .await;
+    let mut sse = SseReader::new(resp.into_body());
+    assert!(sse.next().await.is_some());
+    let pid = gw.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let mut rest = Vec::new();
+    while let Some(e) = sse.next().await {
+        rest.push(e);
+    }
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    let status = gw.terminate();
+    assert!(status.success(), "{status}");
+    let records = gw.audit();
+    assert_eq!(records.len(), 1, "the stream was recorded before exit");
+    assert!(records[0]["error_reason"].is_null());
+}
