@@ -46,7 +46,11 @@ pub struct SecretKeyRef {
 
 impl fmt::Display for SecretKeyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "secret {}/{} key {}", self.namespace, self.name, self.key)
+        write!(
+            f,
+            "secret {}/{} key {}",
+            self.namespace, self.name, self.key
+        )
     }
 }
 
@@ -140,11 +144,9 @@ pub fn compile(resources: &Resources) -> Compiled {
                 format!("model {:?} is already served by {first}", me.spec.model),
             );
         }
-        if errs.is_empty() {
-            if let Some(e) = endpoint {
-                seen_models.insert(e.model.clone(), src.clone());
-                endpoints.push(e);
-            }
+        if let Some(e) = endpoint.filter(|_| errs.is_empty()) {
+            seen_models.insert(e.model.clone(), src.clone());
+            endpoints.push(e);
         }
         errors.extend(errs.0);
     }
@@ -239,7 +241,10 @@ fn compile_endpoint(
     let spec = &me.spec;
     if spec.model.is_empty()
         || spec.model.len() > 256
-        || spec.model.chars().any(|c| c.is_whitespace() || c.is_control())
+        || spec
+            .model
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
     {
         errs.push(
             "spec.model",
@@ -343,7 +348,11 @@ fn compile_endpoint(
     let mut timeouts = Timeouts::default();
     if let Some(t) = &spec.timeouts {
         for (field, value, slot) in [
-            ("spec.timeouts.connect", &t.connect, &mut timeouts.connect_ms),
+            (
+                "spec.timeouts.connect",
+                &t.connect,
+                &mut timeouts.connect_ms,
+            ),
             (
                 "spec.timeouts.firstByte",
                 &t.first_byte,
@@ -431,7 +440,11 @@ fn compile_mock(spec: Option<&crate::resources::MockSpec>, errs: &mut Errs<'_>) 
     let chunk_interval_ms = millis("spec.mock.chunkInterval", &m.chunk_interval);
     let chunk_words = m.chunk_words.unwrap_or(1);
     if chunk_words == 0 {
-        errs.push("spec.mock.chunkWords", Reason::Invalid, "chunkWords must be at least 1");
+        errs.push(
+            "spec.mock.chunkWords",
+            Reason::Invalid,
+            "chunkWords must be at least 1",
+        );
     }
     let embedding_dimensions = m.embedding_dimensions.unwrap_or(8);
     if embedding_dimensions == 0 || embedding_dimensions > 8192 {
@@ -504,7 +517,11 @@ fn compile_api_key(
             }
         }
         _ => {
-            errs.push("spec", Reason::Invalid, "set exactly one of sha256, secretRef");
+            errs.push(
+                "spec",
+                Reason::Invalid,
+                "set exactly one of sha256, secretRef",
+            );
             None
         }
     };
@@ -680,7 +697,10 @@ fn qualified(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-fn source(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ResourceRef {
+fn source(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ResourceRef {
     ResourceRef {
         kind: kind.to_string(),
         namespace: namespace_of(meta).to_string(),

@@ -30,8 +30,16 @@ pub fn parse_millis(text: &str) -> Result<u64, String> {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
-            "" => return Err(format!("invalid duration {text:?}: missing unit (ms, s, m, h)")),
-            u => return Err(format!("invalid duration {text:?}: unknown unit {u:?} (ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: missing unit (ms, s, m, h)"
+                ));
+            }
+            u => {
+                return Err(format!(
+                    "invalid duration {text:?}: unknown unit {u:?} (ms, s, m, h)"
+                ));
+            }
         };
         total = n
             .checked_mul(factor)

@@ -7,6 +7,8 @@ use serde::de::DeserializeOwned;
 use crate::resources::{AccessPolicy, ApiKey, ModelEndpoint};
 
 /// One llmgate resource of any kind.
+// Parsed once per configuration change, never on a request path: size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Resource {
     ModelEndpoint(ModelEndpoint),
@@ -196,9 +198,6 @@ spec:
         let unknown_kind = "apiVersion: llmgate.dev/v1alpha1\nkind: Budget\nmetadata: {name: b}\n";
         assert_eq!(parse_documents(unknown_kind).unwrap_err().field, "kind");
         let no_name = "apiVersion: llmgate.dev/v1alpha1\nkind: ApiKey\nmetadata: {}\nspec: {}\n";
-        assert_eq!(
-            parse_documents(no_name).unwrap_err().field,
-            "metadata.name"
-        );
+        assert_eq!(parse_documents(no_name).unwrap_err().field, "metadata.name");
     }
 }

@@ -93,11 +93,23 @@ fn compiles_a_complete_configuration() {
     assert_eq!(llama.failover.max_attempts, 2);
     assert_eq!(llama.failover.eject_base_ms, 1_000);
     assert_eq!(s.api_keys.len(), 2);
-    let alice = s.api_keys.iter().find(|k| k.source.name == "alice").expect("alice");
+    let alice = s
+        .api_keys
+        .iter()
+        .find(|k| k.source.name == "alice")
+        .expect("alice");
     assert_eq!(alice.sha256, llmgate_crds::compile::sha256_hex("sk-alice"));
     assert_eq!(alice.principal, Principal::User("alice".into()));
-    let ci = s.api_keys.iter().find(|k| k.source.name == "ci").expect("ci");
-    assert_eq!(ci.sha256, "a".repeat(64), "hashes are normalised to lowercase");
+    let ci = s
+        .api_keys
+        .iter()
+        .find(|k| k.source.name == "ci")
+        .expect("ci");
+    assert_eq!(
+        ci.sha256,
+        "a".repeat(64),
+        "hashes are normalised to lowercase"
+    );
     let rules = &s.policies[0].rules;
     assert_eq!(rules[0].name, "ml-all");
     assert_eq!(rules[0].subjects[1], Subject::ApiKey("ai/ci".into()));
@@ -114,9 +126,17 @@ fn same_input_same_version_and_any_change_moves_it() {
     assert_eq!(a, compile(&r).snapshot.version);
     let mut r2 = r.clone();
     r2.model_endpoints.reverse();
-    assert_eq!(a, compile(&r2).snapshot.version, "input order does not matter");
+    assert_eq!(
+        a,
+        compile(&r2).snapshot.version,
+        "input order does not matter"
+    );
     let r3 = with_secret(r, "ai", "openai", "api-key", "sk-rotated");
-    assert_ne!(a, compile(&r3).snapshot.version, "a rotated secret is a new version");
+    assert_ne!(
+        a,
+        compile(&r3).snapshot.version,
+        "a rotated secret is a new version"
+    );
 }
 
 #[test]
@@ -131,7 +151,11 @@ fn missing_secrets_leave_out_only_their_resources() {
         reasons,
         vec![
             ("alice", "spec.secretRef", Reason::MissingSecret),
-            ("gpt", "spec.credentials.apiKey.secretRef", Reason::MissingSecret),
+            (
+                "gpt",
+                "spec.credentials.apiKey.secretRef",
+                Reason::MissingSecret
+            ),
         ]
     );
     assert!(c.errors[1].message.contains("secret ai/openai key api-key"));

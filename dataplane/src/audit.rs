@@ -94,10 +94,7 @@ impl AuditSink {
     }
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<AuditRecord>,
-    out: Box<dyn AsyncWrite + Unpin + Send>,
-) {
+async fn write_loop(mut rx: mpsc::Receiver<AuditRecord>, out: Box<dyn AsyncWrite + Unpin + Send>) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut line = Vec::with_capacity(1024);
     while let Some(first) = rx.recv().await {

@@ -136,7 +136,9 @@ impl GatewayError {
             GatewayError::Unauthenticated(_) => ("authentication_error", Some("invalid_api_key")),
             GatewayError::Forbidden { .. } => ("permission_error", Some("model_not_allowed")),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
-            GatewayError::Upstream { kind, code, status, .. } => (
+            GatewayError::Upstream {
+                kind, code, status, ..
+            } => (
                 kind.as_deref().unwrap_or(if status.is_client_error() {
                     "invalid_request_error"
                 } else {
@@ -160,7 +162,9 @@ impl GatewayError {
             GatewayError::Forbidden { .. } => format!(
                 "{self}. Ask your platform team for access: access is granted by an AccessPolicy."
             ),
-            GatewayError::ModelNotFound(_) => format!("{self}. GET /v1/models lists the models you can use."),
+            GatewayError::ModelNotFound(_) => {
+                format!("{self}. GET /v1/models lists the models you can use.")
+            }
             _ => self.to_string(),
         }
     }
@@ -211,7 +215,10 @@ impl IntoResponse for GatewayError {
         let status = self.status();
         let mut resp = (status, self.body()).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         match &self {
             GatewayError::Unauthenticated(_) => {
                 h.insert(
@@ -250,7 +257,12 @@ mod tests {
         let v = json(&e);
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["param"], "model");
-        assert!(v["error"]["message"].as_str().unwrap_or("").contains("gpt-9"));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("gpt-9")
+        );
 
         let e = GatewayError::Upstream {
             status: StatusCode::TOO_MANY_REQUESTS,

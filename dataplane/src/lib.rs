@@ -50,12 +50,13 @@ pub enum RunError {
 
 /// Runs the data plane until SIGTERM or SIGINT, then drains.
 pub async fn run(settings: Settings) -> Result<(), RunError> {
-    let (audit, audit_task) = audit::AuditSink::start(&settings.audit_log)
-        .await
-        .map_err(|source| RunError::Audit {
-            path: settings.audit_log.clone(),
-            source,
-        })?;
+    let (audit, audit_task) =
+        audit::AuditSink::start(&settings.audit_log)
+            .await
+            .map_err(|source| RunError::Audit {
+                path: settings.audit_log.clone(),
+                source,
+            })?;
     let source = match &settings.config_dir {
         Some(d) => ConfigSource::Dir(d.clone()),
         None => ConfigSource::Embedded,
@@ -97,9 +98,14 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
 
     let mut background = Vec::new();
     if let ConfigSource::Dir(dir) = &source {
-        background.push(tokio::spawn(standalone::watch(Arc::clone(&gw), dir.clone())));
+        background.push(tokio::spawn(standalone::watch(
+            Arc::clone(&gw),
+            dir.clone(),
+        )));
     }
-    background.push(tokio::spawn(pipeline::route::probe_ejected(Arc::clone(&gw))));
+    background.push(tokio::spawn(pipeline::route::probe_ejected(Arc::clone(
+        &gw,
+    ))));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = {

@@ -108,11 +108,23 @@ impl Metrics {
             ttft.clone(),
         );
         let tokens = Family::<TokenLabels, Counter>::default();
-        registry.register("tokens", "Tokens by model and kind (prompt, completion)", tokens.clone());
+        registry.register(
+            "tokens",
+            "Tokens by model and kind (prompt, completion)",
+            tokens.clone(),
+        );
         let cost = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
-        registry.register("cost_usd", "Cost in USD from ModelEndpoint pricing", cost.clone());
+        registry.register(
+            "cost_usd",
+            "Cost in USD from ModelEndpoint pricing",
+            cost.clone(),
+        );
         let in_flight = Gauge::default();
-        registry.register("requests_in_flight", "API requests being served", in_flight.clone());
+        registry.register(
+            "requests_in_flight",
+            "API requests being served",
+            in_flight.clone(),
+        );
         let snapshot_info = Family::<VersionLabel, Gauge>::default();
         registry.register(
             "snapshot_info",

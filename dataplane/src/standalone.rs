@@ -238,10 +238,10 @@ pub async fn reload(gw: &Arc<Gateway>, source: &ConfigSource) -> bool {
 pub async fn watch(gw: Arc<Gateway>, dir: PathBuf) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handler = move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
+        if let Ok(ev) = res
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {

@@ -101,10 +101,15 @@ impl Gateway {
     /// Applies a snapshot atomically; returns false when it is the version already served.
     pub fn apply(&self, snapshot: Snapshot, warnings: Vec<Problem>) -> bool {
         let current = self.runtime.load();
-        let changed = current.snapshot.version != snapshot.version
-            || self.status().applied_at.is_none();
+        let changed =
+            current.snapshot.version != snapshot.version || self.status().applied_at.is_none();
         if changed {
-            let next = Runtime::build(Arc::new(snapshot), Some(&current), &self.clients, &self.metrics);
+            let next = Runtime::build(
+                Arc::new(snapshot),
+                Some(&current),
+                &self.clients,
+                &self.metrics,
+            );
             let version = next.snapshot.version.clone();
             let models = next.endpoints.len();
             self.runtime.store(Arc::new(next));
@@ -117,7 +122,8 @@ impl Gateway {
         let mut st = self.status_mut();
         st.last_error = None;
         st.warnings = warnings;
-        self.metrics.reload(if changed { "applied" } else { "unchanged" });
+        self.metrics
+            .reload(if changed { "applied" } else { "unchanged" });
         changed
     }
 

@@ -152,7 +152,16 @@ mod tests {
         let e = parse_body::<ChatRequest>(b"{not json").unwrap_err();
         assert_eq!(e.reason(), "invalid_json");
         let e = parse_body::<ChatRequest>(br#"{"model":"m"}"#).unwrap_err();
-        assert!(matches!(e, GatewayError::BadRequest { param: Some("messages"), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                GatewayError::BadRequest {
+                    param: Some("messages"),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("'messages'"));
         let e = parse_body::<ChatRequest>(br#"{"messages":[]}"#).unwrap_err();
         assert!(e.to_string().contains("model parameter"));
@@ -160,7 +169,10 @@ mod tests {
         assert_eq!(e.reason(), "bad_request");
         let e = parse_body::<ChatRequest>(b"  ").unwrap_err();
         assert_eq!(e.reason(), "bad_request");
-        let e = parse_body::<EmbeddingsRequest>(br#"{"model":"m","input":"x","encoding_format":"int8"}"#).unwrap_err();
+        let e = parse_body::<EmbeddingsRequest>(
+            br#"{"model":"m","input":"x","encoding_format":"int8"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.reason(), "bad_request");
     }
 }

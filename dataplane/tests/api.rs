@@ -82,7 +82,11 @@ async fn app_with(args: &[&str]) -> (Router, Arc<Gateway>, tempfile::TempDir) {
     let compiled = compile(&resources);
     assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
     gw.apply(compiled.snapshot, vec![]);
-    (llmgate_dataplane::http::api_router(Arc::clone(&gw)), gw, tmp)
+    (
+        llmgate_dataplane::http::api_router(Arc::clone(&gw)),
+        gw,
+        tmp,
+    )
 }
 
 async fn app() -> (Router, Arc<Gateway>, tempfile::TempDir) {
@@ -137,12 +141,26 @@ fn chat(model: &str) -> String {
 #[tokio::test]
 async fn credentials_are_required_and_checked() {
     let (app, _, _t) = app().await;
-    let r = call(&app, "POST", "/v1/chat/completions", None, &chat("mock-chat")).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        &chat("mock-chat"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"llmgate\"");
     assert_eq!(r.error_code(), "invalid_api_key");
     assert_eq!(r.json()["error"]["type"], "authentication_error");
-    let r = call(&app, "POST", "/v1/chat/completions", Some("sk-nope"), &chat("mock-chat")).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some("sk-nope"),
+        &chat("mock-chat"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = call(&app, "GET", "/v1/models", Some(""), "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -157,15 +175,39 @@ async fn credentials_are_required_and_checked() {
 #[tokio::test]
 async fn deny_rules_beat_allow_and_unknown_models_are_404() {
     let (app, _, _t) = app().await;
-    let r = call(&app, "POST", "/v1/chat/completions", Some(BOB), &chat("mock-chat")).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(BOB),
+        &chat("mock-chat"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.error_code(), "model_not_allowed");
     assert_eq!(r.json()["error"]["param"], "model");
-    let msg = r.json()["error"]["message"].as_str().unwrap_or("").to_string();
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(msg.contains("mock-chat") && !msg.contains("sk-"), "{msg}");
-    let r = call(&app, "POST", "/v1/chat/completions", Some(BOB), &chat("mock-cheap")).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(BOB),
+        &chat("mock-cheap"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = call(&app, "POST", "/v1/chat/completions", Some(ALICE), &chat("gpt-9")).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(ALICE),
+        &chat("gpt-9"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.error_code(), "model_not_found");
 }
@@ -202,14 +244,35 @@ async fn bad_bodies_get_400_naming_the_problem() {
     let r = call(&app, "POST", "/v1/chat/completions", k, "{\"model\": ").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error_code(), "invalid_json");
-    let r = call(&app, "POST", "/v1/chat/completions", k, r#"{"model":"mock-chat"}"#).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        k,
+        r#"{"model":"mock-chat"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"]["param"], "messages");
-    let r = call(&app, "POST", "/v1/chat/completions", k, r#"{"model":"mock-chat","messages":[]}"#).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        k,
+        r#"{"model":"mock-chat","messages":[]}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = call(&app, "POST", "/v1/chat/completions", k, "").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = call(&app, "POST", "/v1/embeddings", k, r#"{"model":"mock-chat","input":[]}"#).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/embeddings",
+        k,
+        r#"{"model":"mock-chat","input":[]}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"]["param"], "input");
     let r = call(&app, "GET", "/v1/completions", k, "").await;
@@ -222,8 +285,16 @@ async fn bad_bodies_get_400_naming_the_problem() {
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
     let (app, _, _t) = app_with(&["--max-body-bytes", "256"]).await;
-    let big = json!({"model": "mock-chat", "messages": [{"role": "user", "content": "x".repeat(300)}]});
-    let r = call(&app, "POST", "/v1/chat/completions", Some(ALICE), &big.to_string()).await;
+    let big =
+        json!({"model": "mock-chat", "messages": [{"role": "user", "content": "x".repeat(300)}]});
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(ALICE),
+        &big.to_string(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.error_code(), "request_too_large");
 }
@@ -231,7 +302,14 @@ async fn bodies_over_the_limit_get_413() {
 #[tokio::test]
 async fn mock_chat_stream_and_embeddings() {
     let (app, gw, tmp) = app().await;
-    let r = call(&app, "POST", "/v1/chat/completions", Some(ALICE), &chat("mock-chat")).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(ALICE),
+        &chat("mock-chat"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["x-request-id"], "req-from-client");
     assert_eq!(r.headers["x-llmgate-model"], "mock-chat");
@@ -240,13 +318,27 @@ async fn mock_chat_stream_and_embeddings() {
     assert_eq!(v["usage"]["completion_tokens"], 3);
 
     let body = json!({"model": "mock-chat", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-    let r = call(&app, "POST", "/v1/chat/completions", Some(ALICE), &body.to_string()).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(ALICE),
+        &body.to_string(),
+    )
+    .await;
     let text = String::from_utf8_lossy(&r.body).to_string();
     assert!(text.ends_with("data: [DONE]\n\n"));
     assert!(!text.contains("usage"), "{text}");
     let mut body = body;
     body["stream_options"] = json!({"include_usage": true});
-    let r = call(&app, "POST", "/v1/chat/completions", Some(ALICE), &body.to_string()).await;
+    let r = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(ALICE),
+        &body.to_string(),
+    )
+    .await;
     assert!(String::from_utf8_lossy(&r.body).contains("\"completion_tokens\":3"));
 
     let r = call(
@@ -275,7 +367,11 @@ async fn mock_chat_stream_and_embeddings() {
             let first: Value =
                 serde_json::from_str(lines.lines().next().unwrap_or("")).unwrap_or_default();
             assert_eq!(first["request_id"], "req-from-client");
-            assert_eq!(first["cost_usd"], json!((6.0 * 1.0 + 3.0 * 2.0) / 1e6), "6 prompt tokens (8 chars / 4 + 4), 3 completion");
+            assert_eq!(
+                first["cost_usd"],
+                json!((6.0 * 1.0 + 3.0 * 2.0) / 1e6),
+                "6 prompt tokens (8 chars / 4 + 4), 3 completion"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "audit lines: {lines}");

@@ -374,7 +374,10 @@ mod tests {
     fn secret_debug_never_shows_the_value() {
         let s = Secret::new("sk-live-123");
         assert_eq!(format!("{s:?}"), "Secret(***)");
-        assert_eq!(serde_json::to_string(&s).unwrap_or_default(), "\"sk-live-123\"");
+        assert_eq!(
+            serde_json::to_string(&s).unwrap_or_default(),
+            "\"sk-live-123\""
+        );
     }
 
     #[test]

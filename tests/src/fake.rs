@@ -20,6 +20,9 @@
 //! With `tools` in the request the reply is a call of the first tool (streamed as fragments
 //! when streaming). `GET /_fake/stats` returns the counters in [`Stats`].
 
+// Early-returned error responses read better than boxed ones in a test peer.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,7 +78,11 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start(api_key: &str) -> std::io::Result<FakeUpstream> {
-        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, api_key).await
+        Self::start_on(
+            "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+            api_key,
+        )
+        .await
     }
 
     pub async fn start_on(addr: SocketAddr, api_key: &str) -> std::io::Result<FakeUpstream> {
@@ -164,7 +171,11 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
 
 fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let want = format!("Bearer {}", s.api_key);
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(want.as_str()) {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(want.as_str())
+    {
         Ok(())
     } else {
         s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -179,7 +190,12 @@ fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
 
 fn bad(s: &Shared, msg: &str) -> Response {
     s.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-    error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", msg)
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "invalid_request",
+        msg,
+    )
 }
 
 fn parse(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
@@ -229,7 +245,9 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     if !req["stream_options"].is_null() && !stream {
         return bad(&s, "stream_options is only allowed when stream is true");
     }
-    let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let include_usage = req["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
     if include_usage {
         s.stats.usage_requested.fetch_add(1, Ordering::Relaxed);
     }
@@ -274,9 +292,15 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     };
     let prompt_tokens = messages
         .iter()
-        .map(|m| m["content"].as_str().map_or(1, |t| t.split_whitespace().count() + 3))
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .map_or(1, |t| t.split_whitespace().count() + 3)
+        })
         .sum::<usize>() as u64;
-    let tool = req["tools"][0]["function"]["name"].as_str().map(str::to_owned);
+    let tool = req["tools"][0]["function"]["name"]
+        .as_str()
+        .map(str::to_owned);
     let completion_tokens = words.len() as u64;
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens});
@@ -305,11 +329,17 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
             "usage": null});
         format!("data: {c}\n\n")
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     match &tool {
         Some(name) => {
-            events.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                "function": {"name": name, "arguments": ""}}]}), Value::Null));
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
             for piece in ["{\"city\":", "\"Paris\"}"] {
                 events.push(chunk(
                     json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
@@ -370,8 +400,10 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     );
     if drop_after.is_some() {
         // A length the body never reaches: the connection ends in the middle of the response.
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("100000"));
+        r.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("100000"),
+        );
     }
     r
 }

@@ -152,7 +152,11 @@ impl Gateway {
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("llmgate-dataplane exited with {status}:\n{}", self.stderr());
             }
             if let Ok((StatusCode::OK, _)) = self.admin_get("/readyz").await {
@@ -242,7 +246,9 @@ impl Gateway {
         body: Option<Value>,
         key: Option<&str>,
     ) -> Reply {
-        let resp = self.send(method, path, body.map(|b| b.to_string()), key).await;
+        let resp = self
+            .send(method, path, body.map(|b| b.to_string()), key)
+            .await;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp
@@ -298,12 +304,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn header(&self, name: &str) -> &str {

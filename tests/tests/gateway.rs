@@ -15,7 +15,9 @@ fn chat(model: &str, text: &str) -> Value {
 }
 
 async fn fake() -> FakeUpstream {
-    FakeUpstream::start(UPSTREAM_KEY).await.expect("fake upstream")
+    FakeUpstream::start(UPSTREAM_KEY)
+        .await
+        .expect("fake upstream")
 }
 
 #[tokio::test]
@@ -31,18 +33,37 @@ async fn chat_goes_upstream_with_the_upstream_key_and_model() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let v = r.json();
     // tools went through and the fake answered with a call of the first tool
-    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     let sent = up.last_request();
     assert_eq!(sent["model"], "meta/llama-3", "upstream model id is sent");
-    assert_eq!(sent["x_vendor_field"]["keep"], true, "unknown fields pass through");
-    assert_eq!(up.stats.unauthorized.load(Ordering::Relaxed), 0, "upstream key was sent");
+    assert_eq!(
+        sent["x_vendor_field"]["keep"], true,
+        "unknown fields pass through"
+    );
+    assert_eq!(
+        up.stats.unauthorized.load(Ordering::Relaxed),
+        0,
+        "upstream key was sent"
+    );
     assert_eq!(r.header("x-llmgate-model"), "llama");
     let rid = r.header("x-request-id").to_string();
     assert_eq!(rid.len(), 32);
 
-    let r = gw.call("POST", "/v1/chat/completions", Some(chat("llama", "plain text"))).await;
-    assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: plain text");
+    let r = gw
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("llama", "plain text")),
+        )
+        .await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "echo: plain text"
+    );
 
     let records = gw.audit_until(2).await;
     let first = records
@@ -64,7 +85,10 @@ async fn chat_goes_upstream_with_the_upstream_key_and_model() {
     );
     assert!(p > 0.0 && c > 0.0, "{usage}");
     let cost = first["cost_usd"].as_f64().unwrap_or(-1.0);
-    assert!((cost - (p * 2.0 + c * 8.0) / 1e6).abs() < 1e-12, "cost {cost}");
+    assert!(
+        (cost - (p * 2.0 + c * 8.0) / 1e6).abs() < 1e-12,
+        "cost {cost}"
+    );
 }
 
 #[tokio::test]
@@ -76,7 +100,12 @@ async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked
     let mut req = chat("slow", "one two three four five");
     req["stream"] = json!(true);
     let resp = gw
-        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(req.to_string()),
+            Some(TEST_KEY),
+        )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
@@ -100,7 +129,10 @@ async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked
         "first event seen after {sent_when_first_seen} of {total_sent} upstream chunks"
     );
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    assert!(events.iter().all(|e| !e.contains("prompt_tokens")), "usage chunk hidden");
+    assert!(
+        events.iter().all(|e| !e.contains("prompt_tokens")),
+        "usage chunk hidden"
+    );
     assert_eq!(
         up.stats.usage_requested.load(Ordering::Relaxed),
         1,
@@ -109,13 +141,23 @@ async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked
 
     req["stream_options"] = json!({"include_usage": true});
     let resp = gw
-        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(req.to_string()),
+            Some(TEST_KEY),
+        )
         .await;
     let events = SseReader::new(resp.into_body()).all().await;
     let usage_chunk: Value =
         serde_json::from_str(&events[events.len() - 2]).expect("usage chunk is JSON");
     assert_eq!(usage_chunk["choices"], json!([]));
-    assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0);
+    assert!(
+        usage_chunk["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
 
     let records = gw.audit_until(2).await;
     assert_eq!(records.len(), 2);
@@ -123,7 +165,9 @@ async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked
         assert_eq!(r["stream"], true);
         assert!(r["error_reason"].is_null(), "{r}");
         assert!(r["usage"]["total_tokens"].as_u64().unwrap_or(0) > 0, "{r}");
-        let ttft = r["latency_ms"]["time_to_first_token"].as_f64().unwrap_or(-1.0);
+        let ttft = r["latency_ms"]["time_to_first_token"]
+            .as_f64()
+            .unwrap_or(-1.0);
         let total = r["latency_ms"]["total"].as_f64().unwrap_or(-1.0);
         assert!(ttft >= 0.0 && ttft < total, "{r}");
     }
@@ -136,9 +180,15 @@ async fn tool_call_fragments_stream_through_intact() {
     let gw = Gateway::start(&cfg, &[]).await;
     let mut req = chat("m", "weather?");
     req["stream"] = json!(true);
-    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+    req["tools"] =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
     let resp = gw
-        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(req.to_string()),
+            Some(TEST_KEY),
+        )
         .await;
     let events = SseReader::new(resp.into_body()).all().await;
     let mut args = String::new();
@@ -162,7 +212,12 @@ async fn client_disconnect_mid_stream_cancels_the_upstream() {
     let mut req = chat("slow", "a b c d e f g h i j k l");
     req["stream"] = json!(true);
     let resp = gw
-        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(req.to_string()),
+            Some(TEST_KEY),
+        )
         .await;
     let mut sse = SseReader::new(resp.into_body());
     assert!(sse.next().await.is_some());
@@ -170,7 +225,10 @@ async fn client_disconnect_mid_stream_cancels_the_upstream() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while up.stats.streams_cancelled.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "upstream stream was never cancelled");
+        assert!(
+            Instant::now() < deadline,
+            "upstream stream was never cancelled"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(up.stats.streams_completed.load(Ordering::Relaxed), 0);
@@ -191,11 +249,20 @@ async fn fails_over_from_a_dead_replica_and_ejects_it() {
         );
     let gw = Gateway::start(&cfg, &[]).await;
     for i in 0..20 {
-        let r = gw.call("POST", "/v1/chat/completions", Some(chat("m", &format!("n{i}")))).await;
+        let r = gw
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("m", &format!("n{i}"))),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "request {i}: {:?}", r.body);
     }
     let records = gw.audit_until(20).await;
-    let attempts: u64 = records.iter().map(|r| r["attempts"].as_u64().unwrap_or(0)).sum();
+    let attempts: u64 = records
+        .iter()
+        .map(|r| r["attempts"].as_u64().unwrap_or(0))
+        .sum();
     // at most one request paid for the dead replica before it was ejected
     assert!(attempts <= 21, "attempts {attempts}");
     let (_, metrics) = gw.admin_get("/metrics").await.expect("metrics");
@@ -224,7 +291,11 @@ async fn a_replica_killed_mid_load_fails_no_request() {
             let mut statuses = Vec::new();
             for i in 0..25 {
                 let r = gw
-                    .call("POST", "/v1/chat/completions", Some(chat("m", &format!("{worker}-{i}"))))
+                    .call(
+                        "POST",
+                        "/v1/chat/completions",
+                        Some(chat("m", &format!("{worker}-{i}"))),
+                    )
                     .await;
                 statuses.push((r.status, String::from_utf8_lossy(&r.body).into_owned()));
             }
@@ -243,7 +314,10 @@ async fn a_replica_killed_mid_load_fails_no_request() {
         }
     }
     assert!(failed.is_empty(), "failed requests: {failed:?}");
-    assert!(a.stats.chat.load(Ordering::Relaxed) > 0, "replica a took traffic before it died");
+    assert!(
+        a.stats.chat.load(Ordering::Relaxed) > 0,
+        "replica a took traffic before it died"
+    );
     assert!(b.stats.chat.load(Ordering::Relaxed) > 0);
 }
 
@@ -266,12 +340,16 @@ async fn upstream_errors_map_to_openai_errors() {
         );
     let gw = Gateway::start(&cfg, &[]).await;
 
-    let r = gw.call("POST", "/v1/chat/completions", Some(chat("limited", "x"))).await;
+    let r = gw
+        .call("POST", "/v1/chat/completions", Some(chat("limited", "x")))
+        .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.header("retry-after"), "1");
     assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
 
-    let r = gw.call("POST", "/v1/chat/completions", Some(chat("broken", "x"))).await;
+    let r = gw
+        .call("POST", "/v1/chat/completions", Some(chat("broken", "x")))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert!(
         r.json()["error"]["message"]
@@ -281,15 +359,22 @@ async fn upstream_errors_map_to_openai_errors() {
     );
 
     let started = Instant::now();
-    let r = gw.call("POST", "/v1/chat/completions", Some(chat("slow", "x"))).await;
+    let r = gw
+        .call("POST", "/v1/chat/completions", Some(chat("slow", "x")))
+        .await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(r.json()["error"]["code"], "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_millis(2500), "first-byte timeout applies");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "first-byte timeout applies"
+    );
 
     let dead = format!("http://{}/v1", free_port());
     let cfg = access_yaml() + &endpoint_yaml("gone", "any", &[dead], "");
     let gw = Gateway::start(&cfg, &[]).await;
-    let r = gw.call("POST", "/v1/chat/completions", Some(chat("gone", "x"))).await;
+    let r = gw
+        .call("POST", "/v1/chat/completions", Some(chat("gone", "x")))
+        .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
 }
@@ -302,7 +387,12 @@ async fn an_upstream_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let mut req = chat("m", "a b c d");
     req["stream"] = json!(true);
     let resp = gw
-        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(req.to_string()),
+            Some(TEST_KEY),
+        )
         .await;
     let events = SseReader::new(resp.into_body()).all().await;
     let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON");
@@ -337,9 +427,16 @@ async fn embeddings_are_base64_when_asked_even_from_float_only_servers() {
         .collect();
     assert_eq!(floats, vec![2.0, 0.5, -0.25, 1.0]); // len("de"), index 1
     let r = gw
-        .call("POST", "/v1/embeddings", Some(json!({"model": "emb", "input": "abc"})))
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"model": "emb", "input": "abc"})),
+        )
         .await;
-    assert_eq!(r.json()["data"][0]["embedding"], json!([3.0, 0.5, -0.25, 0.0]));
+    assert_eq!(
+        r.json()["data"][0]["embedding"],
+        json!([3.0, 0.5, -0.25, 0.0])
+    );
 }
 
 #[tokio::test]
@@ -347,7 +444,10 @@ async fn a_broken_edit_keeps_the_last_good_config_and_a_fix_applies() {
     let up = fake().await;
     let good = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
     let gw = Gateway::start(&good, &[]).await;
-    let version = gw.readyz().await["config"]["version"].as_str().unwrap_or("").to_string();
+    let version = gw.readyz().await["config"]["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
 
     // A typo in a field: the whole change is rejected, file and field reported.
     gw.write_config(
@@ -364,13 +464,28 @@ async fn a_broken_edit_keeps_the_last_good_config_and_a_fix_applies() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let problem = &ready["config"]["last_error"]["problems"][0];
-    assert!(problem["file"].as_str().unwrap_or("").ends_with("extra.yaml"), "{problem}");
+    assert!(
+        problem["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("extra.yaml"),
+        "{problem}"
+    );
     assert_eq!(problem["field"], "spec.replicaz");
     assert_eq!(ready["config"]["version"], version.as_str());
     assert!(gw.stderr().contains("extra.yaml"), "the log names the file");
     let (_, metrics) = gw.admin_get("/metrics").await.expect("metrics");
-    assert!(metrics.contains("llmgate_config_last_reload_successful 0"), "{metrics}");
-    let r = gw.call("POST", "/v1/chat/completions", Some(chat("m", "still here"))).await;
+    assert!(
+        metrics.contains("llmgate_config_last_reload_successful 0"),
+        "{metrics}"
+    );
+    let r = gw
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("m", "still here")),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 
     // Broken YAML syntax: same.
@@ -385,7 +500,9 @@ async fn a_broken_edit_keeps_the_last_good_config_and_a_fix_applies() {
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = gw.call("POST", "/v1/chat/completions", Some(chat("x", "hi"))).await;
+        let r = gw
+            .call("POST", "/v1/chat/completions", Some(chat("x", "hi")))
+            .await;
         if r.status == StatusCode::OK {
             break;
         }
@@ -404,7 +521,11 @@ async fn oversized_and_slow_bodies_are_refused() {
     let cfg = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
     let gw = Gateway::start(&cfg, &["--max-body-bytes", "1024"]).await;
     let r = gw
-        .call("POST", "/v1/chat/completions", Some(chat("m", &"x".repeat(2000))))
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(chat("m", &"x".repeat(2000))),
+        )
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json()["error"]["code"], "request_too_large");
@@ -419,7 +540,12 @@ async fn graceful_shutdown_lets_a_running_stream_finish() {
     let mut req = chat("slow", "a b c d e f");
     req["stream"] = json!(true);
     let resp = gw
-        .send("POST", "/v1/chat/completions", Some(req.to_string()), Some(TEST_KEY))
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(req.to_string()),
+            Some(TEST_KEY),
+        )
         .await;
     let mut sse = SseReader::new(resp.into_body());
     assert!(sse.next().await.is_some());

@@ -42,11 +42,9 @@ async fn not_found(uri: http::Uri) -> axum::response::Response {
 
 async fn method_not_allowed(method: http::Method, uri: http::Uri) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let mut r = GatewayError::bad_request(
-        format!("{method} is not allowed on {}", uri.path()),
-        None,
-    )
-    .into_response();
+    let mut r =
+        GatewayError::bad_request(format!("{method} is not allowed on {}", uri.path()), None)
+            .into_response();
     *r.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
     r
 }

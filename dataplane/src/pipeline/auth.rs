@@ -28,7 +28,8 @@ pub fn authenticate<'r>(rt: &'r Runtime, headers: &HeaderMap) -> Result<&'r KeyR
             "Malformed Authorization header: expected `Bearer <key>`.",
         ))?;
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    rt.key_by_digest(&digest).ok_or(GatewayError::Unauthenticated(
-        "Incorrect API key provided. Check the key, or ask your platform team for one.",
-    ))
+    rt.key_by_digest(&digest)
+        .ok_or(GatewayError::Unauthenticated(
+            "Incorrect API key provided. Check the key, or ask your platform team for one.",
+        ))
 }

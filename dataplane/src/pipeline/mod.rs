@@ -124,7 +124,9 @@ async fn chat_stages(
     match &ep.backend {
         Backend::Mock => {
             let llmgate_snapshot::Provider::Mock(m) = &ep.spec.provider else {
-                return Err(GatewayError::Internal("mock backend without mock settings".into()));
+                return Err(GatewayError::Internal(
+                    "mock backend without mock settings".into(),
+                ));
             };
             if m.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(m.latency_ms)).await;
@@ -234,7 +236,9 @@ async fn embeddings_stages(
     match &ep.backend {
         Backend::Mock => {
             let llmgate_snapshot::Provider::Mock(m) = &ep.spec.provider else {
-                return Err(GatewayError::Internal("mock backend without mock settings".into()));
+                return Err(GatewayError::Internal(
+                    "mock backend without mock settings".into(),
+                ));
             };
             if m.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(m.latency_ms)).await;
@@ -327,7 +331,6 @@ async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
     }
 }
 
-
 /// `x-request-id` and the model that served the request go on every response.
 fn stamp(h: &mut HeaderMap, ctx: &Ctx) {
     if let Ok(v) = HeaderValue::from_str(ctx.request_id()) {
@@ -346,7 +349,10 @@ fn stamp(h: &mut HeaderMap, ctx: &Ctx) {
 fn respond_full(mut ctx: Ctx, body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     stamp(h, &ctx);
     ctx.finish(StatusCode::OK, "ok", None);
     resp

@@ -28,7 +28,10 @@ pub fn decide(policies: &[Policy], who: &Identity, ep: &Endpoint) -> Decision {
                 continue;
             }
             let by = || -> Arc<str> {
-                Arc::from(format!("{}/{}#{}", p.source.namespace, p.source.name, r.name))
+                Arc::from(format!(
+                    "{}/{}#{}",
+                    p.source.namespace, p.source.name, r.name
+                ))
             };
             match r.effect {
                 Effect::Deny => {
@@ -81,7 +84,12 @@ mod tests {
         }
     }
 
-    fn rule(name: &str, effect: Effect, subjects: Vec<Subject>, models: Vec<ModelSelector>) -> Rule {
+    fn rule(
+        name: &str,
+        effect: Effect,
+        subjects: Vec<Subject>,
+        models: Vec<ModelSelector>,
+    ) -> Rule {
         Rule {
             name: name.into(),
             effect,
@@ -102,7 +110,13 @@ mod tests {
     fn deny_by_default() {
         let ep = crate::test_support::endpoint("gpt-4o", "gpt-4o");
         let d = decide(&[], &alice(), &ep);
-        assert_eq!(d, Decision { allowed: false, by: None });
+        assert_eq!(
+            d,
+            Decision {
+                allowed: false,
+                by: None
+            }
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! a TCP connect succeeds again. When every replica is ejected the least recently ejected one is
 //! tried anyway: a request that might succeed beats a certain 503.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use llmgate_snapshot::{Failover, Replica};
@@ -66,9 +66,11 @@ impl ReplicaState {
             .ok()
             .and_then(|u| {
                 let a = u.authority()?;
-                let port = a
-                    .port_u16()
-                    .unwrap_or(if u.scheme_str() == Some("https") { 443 } else { 80 });
+                let port = a.port_u16().unwrap_or(if u.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
                 Some(format!("{}:{port}", a.host()))
             })
             .unwrap_or_default();
@@ -86,7 +88,11 @@ impl ReplicaState {
     }
 
     fn load(&self) -> f64 {
-        let cost = self.ewma.lock().map(|e| e.cost_ns).unwrap_or(INITIAL_COST_NS);
+        let cost = self
+            .ewma
+            .lock()
+            .map(|e| e.cost_ns)
+            .unwrap_or(INITIAL_COST_NS);
         cost * f64::from(self.in_flight.load(Ordering::Relaxed) + 1)
     }
 
@@ -294,13 +300,20 @@ mod tests {
         let rs = replicas(3);
         let now = Instant::now();
         assert!(!rs[0].observe(Outcome::Failure, &FO, now));
-        assert!(rs[0].observe(Outcome::Failure, &FO, now), "second failure ejects");
+        assert!(
+            rs[0].observe(Outcome::Failure, &FO, now),
+            "second failure ejects"
+        );
         for _ in 0..50 {
             let p = pick(&rs, 0b010);
             assert_eq!(p, Some(2));
         }
         // everything tried or ejected: none left for this request
-        assert_eq!(pick(&rs, 0b110), Some(0), "panic mode tries the ejected one");
+        assert_eq!(
+            pick(&rs, 0b110),
+            Some(0),
+            "panic mode tries the ejected one"
+        );
         assert_eq!(pick(&rs, 0b111), None);
     }
 
@@ -329,11 +342,17 @@ mod tests {
         let t1 = t0 + Duration::from_millis(1001);
         assert!(rs[0].probe_due(t1));
         rs[0].probed(false, &FO, t1);
-        assert!(!rs[0].probe_due(t1 + Duration::from_millis(1500)), "second period is 2 s");
+        assert!(
+            !rs[0].probe_due(t1 + Duration::from_millis(1500)),
+            "second period is 2 s"
+        );
         let t2 = t1 + Duration::from_millis(2001);
         assert!(rs[0].probe_due(t2));
         rs[0].probed(true, &FO, t2);
         assert!(!rs[0].is_ejected());
-        assert!(rs[0].observe(Outcome::Failure, &FO, t2), "one failure re-ejects after a probe");
+        assert!(
+            rs[0].observe(Outcome::Failure, &FO, t2),
+            "one failure re-ejects after a probe"
+        );
     }
 }

@@ -168,7 +168,6 @@ impl Drop for RelayBody {
     fn drop(&mut self) {
         // Still running: the caller went away. Record what was used up to here.
         self.collect_usage();
-        self.ctx
-            .finish(StatusCode::OK, "client_disconnected", None);
+        self.ctx.finish(StatusCode::OK, "client_disconnected", None);
     }
 }

@@ -85,7 +85,11 @@ pub async fn send(call: Call<'_>, ctx: &mut Ctx) -> Result<Answer, GatewayError>
                     "upstream attempt failed"
                 );
                 last_error = Some(GatewayError::Unreachable(spec.model.clone()));
-                if connect { "connect_error" } else { "connection_error" }
+                if connect {
+                    "connect_error"
+                } else {
+                    "connection_error"
+                }
             }
             Ok(Ok(response)) => {
                 if let Some(info) = response.extensions().get::<ConnectInfo>() {

@@ -73,7 +73,10 @@ pub fn chat_stream_events(
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
         }))
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     for piece in words.chunks(m.chunk_words.max(1) as usize) {
         out.push(chunk(json!({"content": piece.concat()}), Value::Null));
@@ -127,7 +130,10 @@ pub fn embeddings_response(m: &MockModel, model: &str, req: &EmbeddingsRequest) 
         "object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
     });
-    (Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), usage)
+    (
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        usage,
+    )
 }
 
 /// A unit vector derived from the text (FNV-1a seeded xorshift): equal texts, equal vectors.
@@ -145,7 +151,12 @@ fn vector(text: &str, dims: usize) -> Vec<f32> {
             ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
@@ -245,7 +256,10 @@ mod tests {
             .iter()
             .map(|e| {
                 let v: Value = serde_json::from_slice(&e[6..]).unwrap_or_default();
-                v["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_string()
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
             })
             .collect();
         assert_eq!(joined, "one two three four five");

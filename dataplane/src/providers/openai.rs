@@ -128,16 +128,14 @@ impl HttpAdapter for OpenAi {
             .map_err(|e| GatewayError::BadUpstreamResponse(format!("embeddings: {e}")))?;
         if let Some(data) = v.get_mut("data").and_then(Value::as_array_mut) {
             for item in data {
-                if let Some(e) = item.get_mut("embedding") {
-                    if let Some(floats) = e.as_array() {
-                        *e = Value::String(encode_f32_base64(floats));
-                    }
+                if let Some(e) = item.get_mut("embedding")
+                    && let Some(floats) = e.as_array()
+                {
+                    *e = Value::String(encode_f32_base64(floats));
                 }
             }
         }
-        let usage = v
-            .get("usage")
-            .and_then(|u| Usage::deserialize(u).ok());
+        let usage = v.get("usage").and_then(|u| Usage::deserialize(u).ok());
         let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
         let body = serde_json::to_vec(&v)
             .map(Bytes::from)
@@ -182,7 +180,9 @@ pub fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> G
         r#type: Option<String>,
         code: Option<Value>,
     }
-    let parsed = serde_json::from_slice::<Body>(body).ok().and_then(|b| b.error);
+    let parsed = serde_json::from_slice::<Body>(body)
+        .ok()
+        .and_then(|b| b.error);
     let (message, kind, code) = match parsed {
         Some(e) => (
             e.message.unwrap_or_else(|| "upstream error".into()),
@@ -194,7 +194,9 @@ pub fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> G
             }),
         ),
         None => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+                .trim()
+                .to_string();
             (
                 if text.is_empty() {
                     format!("upstream returned {status}")
@@ -292,12 +294,12 @@ impl StreamTranslator for OpenAiStream {
     }
 
     fn finish(&mut self, out: &mut Vec<Bytes>) {
-        if let Some(rest) = self.splitter.take_rest() {
-            if self.inspect(&rest) {
-                let mut v = rest.to_vec();
-                v.extend_from_slice(b"\n\n");
-                out.push(Bytes::from(v));
-            }
+        if let Some(rest) = self.splitter.take_rest()
+            && self.inspect(&rest)
+        {
+            let mut v = rest.to_vec();
+            v.extend_from_slice(b"\n\n");
+            out.push(Bytes::from(v));
         }
     }
 
@@ -354,7 +356,11 @@ mod tests {
             assert!(!text.contains("prompt_tokens"), "{text}");
             assert!(text.ends_with("data: [DONE]\n\n"));
             assert_eq!(text.matches("data: ").count(), 4);
-            assert_eq!(t.usage().map(|u| u.prompt_tokens), Some(9), "still accounted");
+            assert_eq!(
+                t.usage().map(|u| u.prompt_tokens),
+                Some(9),
+                "still accounted"
+            );
         }
     }
 
@@ -403,8 +409,15 @@ mod tests {
             br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
         );
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(e.to_string(), "upstream returned 429 Too Many Requests: Rate limit reached");
-        let e = upstream_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>nginx</html>");
+        assert_eq!(
+            e.to_string(),
+            "upstream returned 429 Too Many Requests: Rate limit reached"
+        );
+        let e = upstream_error(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"<html>nginx</html>",
+        );
         assert!(e.to_string().contains("nginx"));
     }
 }

@@ -86,8 +86,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.connections.max(1) {
-        let (body, auth, path, host) = (body.clone(), auth.clone(), path.clone(), authority.to_string());
-        tasks.spawn(async move { connection(addr, host, path, auth, body, record_from, end).await });
+        let (body, auth, path, host) = (
+            body.clone(),
+            auth.clone(),
+            path.clone(),
+            authority.to_string(),
+        );
+        tasks
+            .spawn(async move { connection(addr, host, path, auth, body, record_from, end).await });
     }
     let mut all = Samples::default();
     while let Some(r) = tasks.join_next().await {
@@ -102,7 +108,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Requests still in flight at the deadline finish after it and are recorded, so the rate
     // divides by the time until the last one ended.
-    let elapsed = Instant::now().saturating_duration_since(record_from).as_secs_f64();
+    let elapsed = Instant::now()
+        .saturating_duration_since(record_from)
+        .as_secs_f64();
     let n = all.total_us.len() as u64;
     all.ttfb_us.sort_unstable();
     all.total_us.sort_unstable();
