@@ -288,6 +288,26 @@ mod tests {
     }
 
     #[test]
+    fn every_example_directory_compiles() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for dir in ["quickstart", "samples"] {
+            let loaded = load(&ConfigSource::Dir(root.join(dir)), None)
+                .unwrap_or_else(|p| panic!("config/{dir} is invalid: {p:#?}"));
+            assert!(!loaded.snapshot.endpoints.is_empty(), "config/{dir} serves a model");
+            // Only secrets may be missing here (no keys in the test environment).
+            assert!(loaded.warnings.iter().all(|w| w.reason == "MissingSecret"));
+        }
+    }
+
+    #[test]
+    fn the_embedded_quickstart_is_the_quickstart_directory() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quickstart");
+        let on_disk = load(&ConfigSource::Dir(root), None).expect("valid");
+        let embedded = load(&ConfigSource::Embedded, None).expect("valid");
+        assert_eq!(on_disk.snapshot.version, embedded.snapshot.version);
+    }
+
+    #[test]
     fn the_embedded_quickstart_compiles() {
         let loaded = load(&ConfigSource::Embedded, None).expect("quickstart is valid");
         assert!(
