@@ -293,7 +293,10 @@ mod tests {
         for dir in ["quickstart", "samples"] {
             let loaded = load(&ConfigSource::Dir(root.join(dir)), None)
                 .unwrap_or_else(|p| panic!("config/{dir} is invalid: {p:#?}"));
-            assert!(!loaded.snapshot.endpoints.is_empty(), "config/{dir} serves a model");
+            assert!(
+                !loaded.snapshot.endpoints.is_empty(),
+                "config/{dir} serves a model"
+            );
             // Only secrets may be missing here (no keys in the test environment).
             assert!(loaded.warnings.iter().all(|w| w.reason == "MissingSecret"));
         }

@@ -378,3 +378,26 @@ async fn mock_chat_stream_and_embeddings() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408() {
+    let (app, _, _t) = app_with(&["--body-timeout", "100ms"]).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    tx.send(Ok(bytes::Bytes::from_static(b"{\"model\": \"mock-chat\",")))
+        .await
+        .expect("send");
+    let body = Body::from_stream(tokio_stream_from(rx));
+    let req = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(body)
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    drop(tx);
+}
+
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+}

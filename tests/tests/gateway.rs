@@ -565,3 +565,46 @@ async fn graceful_shutdown_lets_a_running_stream_finish() {
     assert_eq!(records.len(), 1, "the stream was recorded before exit");
     assert!(records[0]["error_reason"].is_null());
 }
+
+#[tokio::test]
+async fn an_ejected_replica_is_probed_back_into_rotation() {
+    let a = fake().await;
+    let b_addr = free_port();
+    let cfg = access_yaml()
+        + &endpoint_yaml(
+            "m",
+            "any",
+            &[a.base_url(), format!("http://{b_addr}/v1")],
+            "  failover: {maxAttempts: 2, ejectAfterFailures: 1, ejectFor: 200ms}",
+        );
+    let gw = Gateway::start(&cfg, &[]).await;
+    // b is down: requests fail over to a and b gets ejected.
+    for i in 0..10 {
+        let r = gw
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("m", &format!("{i}"))),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // b comes up; the prober readmits it and it takes traffic again.
+    let b = FakeUpstream::start_on(b_addr, UPSTREAM_KEY)
+        .await
+        .expect("replica b starts on its old port");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.stats.chat.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "b never came back:\n{}",
+            gw.stderr()
+        );
+        let r = gw
+            .call("POST", "/v1/chat/completions", Some(chat("m", "again")))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gw.stderr().contains("probed ejected replica"));
+}
