@@ -126,7 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "ttfb_p99_ms": pct_ms(&all.ttfb_us, 0.99),
         "total_p50_ms": pct_ms(&all.total_us, 0.50),
         "total_p99_ms": pct_ms(&all.total_us, 0.99),
-        "body_bytes_per_request": if n > 0 { all.bytes / n } else { 0 },
+        "body_bytes_per_request": all.bytes.checked_div(n).unwrap_or(0),
     });
     println!("{out}");
     if all.errors > 0 || n == 0 {
