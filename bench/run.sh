@@ -217,6 +217,7 @@ http {
   }
   server {
     listen 127.0.0.1:$NGX_PORT;
+    keepalive_requests 1000000;
     location / {
       proxy_pass http://fake;
       proxy_http_version 1.1;
@@ -279,7 +280,8 @@ FAILED=()
 declare -A RPS P50 P99 CPU SRPS TTFB50 TTFB99 TOT50 TOT99 SCPU
 
 run_wrk() { # target conns seconds outfile
-  BENCH_KEY=${KEY[$1]} BENCH_BODY=$CHAT_BODY wrk -t"$WRK_THREADS" -c"$2" -d"${3}s" --latency \
+  local threads=$((WRK_THREADS < $2 ? WRK_THREADS : $2)) # wrk needs connections >= threads
+  BENCH_KEY=${KEY[$1]} BENCH_BODY=$CHAT_BODY wrk -t"$threads" -c"$2" -d"${3}s" --latency \
     -s "$ROOT/bench/chat.lua" "${URL[$1]}/v1/chat/completions" >"$4" 2>&1
 }
 
@@ -308,7 +310,7 @@ for c in $CONNECTIONS; do
     pids=$(proxy_pids "$t")
     # shellcheck disable=SC2086
     [[ -n $pids ]] && before=$(cpu_ticks $pids)
-    run_wrk "$t" "$c" "$DURATION" "$out" || { FAILED+=("wrk exited non-zero on $t c=$c"); continue; }
+    run_wrk "$t" "$c" "$DURATION" "$out" || { FAILED+=("wrk exited non-zero on $t c=$c: $(tail -n1 "$out")"); continue; }
     # shellcheck disable=SC2086
     [[ -n $pids ]] && after=$(cpu_ticks $pids)
     grep -q '^BENCH_RESULT ' "$out" || { FAILED+=("no result from wrk on $t c=$c"); continue; }
@@ -334,9 +336,11 @@ for t in "${TARGETS[@]}"; do
   pids=$(proxy_pids "$t")
   # shellcheck disable=SC2086
   [[ -n $pids ]] && before=$(cpu_ticks $pids)
-  "$BIN/stream-bench" --url "${URL[$t]}/v1/chat/completions" --key "${KEY[$t]}" \
-    --body "${SBODY[$t]}" -c "$c" -d "$DURATION" --warmup 1 >"$out" 2>"$RUN/raw/stream-$t-c$c.err" ||
-    FAILED+=("stream $t c=$c: $(head -c 300 "$out" "$RUN/raw/stream-$t-c$c.err")")
+  if ! "$BIN/stream-bench" --url "${URL[$t]}/v1/chat/completions" --key "${KEY[$t]}" \
+    --body "${SBODY[$t]}" -c "$c" -d "$DURATION" --warmup 1 >"$out" 2>"$RUN/raw/stream-$t-c$c.err"; then
+    why=$(grep -o '"first_error":"[^"]*"' "$out" || head -c 300 "$RUN/raw/stream-$t-c$c.err")
+    FAILED+=("stream $t c=$c: $(jfield errors "$out") errors of $(jfield requests "$out") requests, $why")
+  fi
   # shellcheck disable=SC2086
   [[ -n $pids ]] && after=$(cpu_ticks $pids)
   grep -q '"rps"' "$out" || continue

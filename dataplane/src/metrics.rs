@@ -66,6 +66,8 @@ pub struct Metrics {
 /// The series of one model, resolved once per snapshot.
 #[derive(Clone)]
 pub struct EndpointMetrics {
+    /// `llmgate_requests_total{status="200",reason="ok"}` of this model, the common case.
+    pub ok_requests: Counter,
     pub duration: Histogram,
     pub ttft: Histogram,
     pub prompt_tokens: Counter,
@@ -184,6 +186,14 @@ impl Metrics {
                 .clone()
         };
         EndpointMetrics {
+            ok_requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    model: model.to_string(),
+                    status: 200,
+                    reason: "ok",
+                })
+                .clone(),
             duration: self.duration.get_or_create(&m).clone(),
             ttft: self.ttft.get_or_create(&m).clone(),
             prompt_tokens: tokens("prompt"),

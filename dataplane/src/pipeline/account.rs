@@ -38,7 +38,7 @@ impl Ctx {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            .unwrap_or_else(new_request_id);
         Ctx {
             gw: Arc::clone(gw),
             started: Instant::now(),
@@ -138,7 +138,10 @@ impl Ctx {
             .as_deref()
             .filter(|_| self.rec.model_served.is_some())
             .unwrap_or("");
-        self.gw.metrics.request(model, self.rec.status, reason);
+        match &self.endpoint_metrics {
+            Some(m) if reason == "ok" && status == StatusCode::OK => m.ok_requests.inc(),
+            _ => self.gw.metrics.request(model, self.rec.status, reason),
+        };
         self.gw.metrics.in_flight.dec();
         let rec = std::mem::take(&mut self.rec);
         if !self.gw.audit.send(rec) {
@@ -153,6 +156,12 @@ impl Drop for Ctx {
         let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
         self.finish(status, "client_disconnected", None);
     }
+}
+
+/// 128 random bits as 32 hex digits. A thread-local generator: request ids need to be unique,
+/// not unpredictable, and a getrandom call per request would cost a syscall.
+fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -181,6 +181,12 @@ async fn connection(
                 return s;
             }
         };
+        // A server may close a keep-alive connection after a response (`Connection: close`,
+        // nginx's keepalive_requests): that is no failure, open a new one.
+        if tx.ready().await.is_err() {
+            sender = None;
+            continue;
+        }
         let t0 = Instant::now();
         let recorded = t0 >= record_from;
         match one(tx, req, t0).await {
@@ -227,7 +233,6 @@ async fn one(
     req: Request<Full<Bytes>>,
     t0: Instant,
 ) -> anyhow::Result<(Duration, Duration, u64)> {
-    tx.ready().await?;
     let resp = tx.send_request(req).await?;
     let status = resp.status();
     let mut body = resp.into_body();
