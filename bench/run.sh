@@ -354,12 +354,17 @@ for t in "${TARGETS[@]}"; do
 done
 
 GW_RSS_AFTER=$(rss_kib "$GW_PID")
+AUDIT_DROPPED=$(curl -fsS --max-time 5 "http://127.0.0.1:$GW_ADMIN_PORT/metrics" 2>/dev/null |
+  awk '$1 ~ /audit_records_dropped_total$/ {print $2; exit}' || true)
 NGX_RSS=
 if [[ -n $NGINX_PID ]]; then
   NGX_RSS=0
   for p in $(proxy_pids nginx); do NGX_RSS=$((NGX_RSS + $(rss_kib "$p"))); done
 fi
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+AUDIT_LOG_DESC="\`$AUDIT_LOG\`"
+[[ $AUDIT_LOG == "$RUN/audit.log" ]] && AUDIT_LOG_DESC="a file in the run directory ($(wc -l <"$AUDIT_LOG") records)"
 
 # --- report -------------------------------------------------------------------------------------
 calc() { awk "BEGIN {$1}"; }
@@ -378,6 +383,7 @@ BUSY=$(calc "print ((${LOAD_START%% *} > $NPROC * 0.5) ? 1 : 0)")
     echo "- **note: the machine was busy when the run started (1-minute load average ${LOAD_START%% *} on $NPROC cores): other work competed for the CPU, so the numbers are noisy and pessimistic.**"
   fi
   echo "- wrk ${WRK_VERSION:-?} -t$WRK_THREADS, ${DURATION} s per run after a ${WARMUP} s warm-up per target; load generator, proxies and fake upstream share the same cores"
+  echo "- llmgate audit log: $AUDIT_LOG_DESC; records dropped because the sink could not keep up: ${AUDIT_DROPPED:-unknown}"
   echo "- llmgate RSS: $((GW_RSS_IDLE / 1024)) MiB idle, $((GW_RSS_AFTER / 1024)) MiB after the runs${NGX_RSS:+; nginx (master + workers): $((NGX_RSS / 1024)) MiB}"
   echo
   echo "## Non-streaming POST /v1/chat/completions"

@@ -139,9 +139,11 @@ impl Ctx {
             .filter(|_| self.rec.model_served.is_some())
             .unwrap_or("");
         match &self.endpoint_metrics {
-            Some(m) if reason == "ok" && status == StatusCode::OK => m.ok_requests.inc(),
+            Some(m) if reason == "ok" && status == StatusCode::OK => {
+                m.ok_requests.inc();
+            }
             _ => self.gw.metrics.request(model, self.rec.status, reason),
-        };
+        }
         self.gw.metrics.in_flight.dec();
         let rec = std::mem::take(&mut self.rec);
         if !self.gw.audit.send(rec) {
