@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use llmgate_snapshot::{Endpoint, Principal, Snapshot};
+use llmgate_snapshot::{Endpoint, MockModel, Principal, Snapshot};
 use serde_json::json;
 
 use crate::http::client::{Clients, UpstreamClient};
 use crate::metrics::{EndpointMetrics, Metrics};
 use crate::pipeline::policy::{self, Decision};
 use crate::pipeline::route::ReplicaState;
-use crate::providers::{self, HttpAdapter};
+use crate::providers::{self, HttpAdapter, Serving};
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
@@ -34,7 +34,7 @@ pub struct EndpointRt {
 }
 
 pub enum Backend {
-    Mock,
+    Mock(MockModel),
     Http {
         adapter: &'static dyn HttpAdapter,
         client: UpstreamClient,
@@ -77,7 +77,7 @@ impl Runtime {
                     .iter()
                     .map(|r| ((e.spec.model.as_str(), r.url.as_str()), r))
                     .collect::<Vec<_>>(),
-                Backend::Mock => Vec::new(),
+                Backend::Mock(_) => Vec::new(),
             })
             .collect();
 
@@ -85,9 +85,9 @@ impl Runtime {
             .endpoints
             .iter()
             .map(|ep| {
-                let backend = match providers::adapter_for(&ep.provider) {
-                    None => Backend::Mock,
-                    Some(adapter) => Backend::Http {
+                let backend = match providers::serving(&ep.provider) {
+                    Serving::Mock(m) => Backend::Mock(m.clone()),
+                    Serving::Http(adapter) => Backend::Http {
                         adapter,
                         client: clients.get(ep.timeouts.connect_ms),
                         replicas: ep

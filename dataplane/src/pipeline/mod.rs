@@ -122,15 +122,8 @@ async fn chat_stages(
     ctx.routed(ep);
 
     match &ep.backend {
-        Backend::Mock => {
-            let llmgate_snapshot::Provider::Mock(m) = &ep.spec.provider else {
-                return Err(GatewayError::Internal(
-                    "mock backend without mock settings".into(),
-                ));
-            };
-            if m.latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(m.latency_ms)).await;
-            }
+        Backend::Mock(m) => {
+            mock::wait(m).await;
             let (text, usage) = mock::reply(m, &chat);
             ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
             ctx.rec.replica = Some("mock".into());
@@ -162,25 +155,11 @@ async fn chat_stages(
                 )))
             }
         }
-        Backend::Http {
-            adapter,
-            client,
-            replicas,
-        } => {
+        Backend::Http { adapter, .. } => {
             let stream = chat.is_stream();
             let wants_usage = chat.wants_stream_usage();
             let upstream_body = adapter.chat_body(&ep.spec, &mut chat)?;
-            let call = upstream::Call {
-                gw,
-                ep,
-                adapter: *adapter,
-                client,
-                replicas,
-                op: Op::Chat,
-                stream,
-                body: upstream_body,
-            };
-            let answer = upstream::send(call, ctx).await?;
+            let answer = upstream::send(gw, ep, Op::Chat, stream, upstream_body, ctx).await?;
             let status = answer.response.status();
             let (parts, body) = answer.response.into_parts();
             if !status.is_success() {
@@ -234,39 +213,18 @@ async fn embeddings_stages(
     ctx.routed(ep);
 
     match &ep.backend {
-        Backend::Mock => {
-            let llmgate_snapshot::Provider::Mock(m) = &ep.spec.provider else {
-                return Err(GatewayError::Internal(
-                    "mock backend without mock settings".into(),
-                ));
-            };
-            if m.latency_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(m.latency_ms)).await;
-            }
+        Backend::Mock(m) => {
+            mock::wait(m).await;
             let (body, usage) = mock::embeddings_response(m, &ep.spec.upstream_model, &emb);
             ctx.rec.replica = Some("mock".into());
             ctx.first_token();
             ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
             Ok(body)
         }
-        Backend::Http {
-            adapter,
-            client,
-            replicas,
-        } => {
+        Backend::Http { adapter, .. } => {
             let wanted = emb.encoding_format;
             let upstream_body = adapter.embeddings_body(&ep.spec, &mut emb)?;
-            let call = upstream::Call {
-                gw,
-                ep,
-                adapter: *adapter,
-                client,
-                replicas,
-                op: Op::Embeddings,
-                stream: false,
-                body: upstream_body,
-            };
-            let answer = upstream::send(call, ctx).await?;
+            let answer = upstream::send(gw, ep, Op::Embeddings, false, upstream_body, ctx).await?;
             let status = answer.response.status();
             let (parts, body) = answer.response.into_parts();
             let bytes = upstream::read_body(body, answer.deadline)

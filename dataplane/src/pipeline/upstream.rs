@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use super::account::Ctx;
 use super::route::{self, InFlight, Outcome, ReplicaState};
 use crate::error::GatewayError;
-use crate::http::client::{ConnectInfo, UpstreamClient};
-use crate::providers::{HttpAdapter, Op};
-use crate::runtime::EndpointRt;
+use crate::http::client::ConnectInfo;
+use crate::providers::Op;
+use crate::runtime::{Backend, EndpointRt};
 use crate::state::Gateway;
 
 /// Largest upstream body read into memory (non-streaming responses and error bodies).
@@ -31,19 +31,28 @@ pub struct Answer {
     pub deadline: Instant,
 }
 
-pub struct Call<'a> {
-    pub gw: &'a Gateway,
-    pub ep: &'a EndpointRt,
-    pub adapter: &'static dyn HttpAdapter,
-    pub client: &'a UpstreamClient,
-    pub replicas: &'a [Arc<ReplicaState>],
-    pub op: Op,
-    pub stream: bool,
-    pub body: Bytes,
-}
-
-pub async fn send(call: Call<'_>, ctx: &mut Ctx) -> Result<Answer, GatewayError> {
-    let spec = &call.ep.spec;
+/// Sends `body` to the endpoint's replicas until one answers; see the module docs for what is
+/// retried.
+pub async fn send(
+    gw: &Gateway,
+    ep: &EndpointRt,
+    op: Op,
+    stream: bool,
+    body: Bytes,
+    ctx: &mut Ctx,
+) -> Result<Answer, GatewayError> {
+    let Backend::Http {
+        adapter,
+        client,
+        replicas,
+    } = &ep.backend
+    else {
+        return Err(GatewayError::Internal(format!(
+            "model {} has no upstream",
+            ep.spec.model
+        )));
+    };
+    let spec = &ep.spec;
     let deadline = ctx.started + Duration::from_millis(spec.timeouts.total_ms);
     let first_byte = Duration::from_millis(spec.timeouts.first_byte_ms);
     let max_attempts = spec.failover.max_attempts.max(1);
@@ -51,25 +60,25 @@ pub async fn send(call: Call<'_>, ctx: &mut Ctx) -> Result<Answer, GatewayError>
     let mut last_error: Option<GatewayError> = None;
 
     for _ in 0..max_attempts {
-        let Some(i) = route::pick(call.replicas, tried) else {
+        let Some(i) = route::pick(replicas, tried) else {
             break;
         };
         tried |= 1 << i;
-        let replica = &call.replicas[i];
-        let request = call.adapter.request(
+        let replica = &replicas[i];
+        let request = adapter.request(
             spec,
             &replica.url,
-            call.op,
-            call.stream,
+            op,
+            stream,
             ctx.request_id(),
-            call.body.clone(),
+            body.clone(),
         )?;
         let in_flight = replica.start();
         let attempt_start = Instant::now();
         ctx.rec.attempts += 1;
         ctx.rec.replica = Some(replica.name.clone());
         let budget = first_byte.min(deadline.saturating_duration_since(attempt_start));
-        let result = tokio::time::timeout(budget, call.client.request(request)).await;
+        let result = tokio::time::timeout(budget, client.request(request)).await;
         let outcome = match result {
             Err(_) => {
                 last_error = Some(GatewayError::UpstreamTimeout(spec.model.clone()));
@@ -99,12 +108,12 @@ pub async fn send(call: Call<'_>, ctx: &mut Ctx) -> Result<Answer, GatewayError>
                 if status.is_server_error() {
                     let (parts, body) = response.into_parts();
                     let bytes = read_body(body, deadline).await.unwrap_or_default();
-                    last_error = Some(call.adapter.error(status, &parts.headers, &bytes));
+                    last_error = Some(adapter.error(status, &parts.headers, &bytes));
                     "server_error"
                 } else {
                     let now = Instant::now();
                     replica.observe(Outcome::Success(now - attempt_start), &spec.failover, now);
-                    call.gw.metrics.attempt(&spec.model, &replica.name, "ok");
+                    gw.metrics.attempt(&spec.model, &replica.name, "ok");
                     return Ok(Answer {
                         response,
                         replica: Arc::clone(replica),
@@ -114,7 +123,7 @@ pub async fn send(call: Call<'_>, ctx: &mut Ctx) -> Result<Answer, GatewayError>
                 }
             }
         };
-        call.gw.metrics.attempt(&spec.model, &replica.name, outcome);
+        gw.metrics.attempt(&spec.model, &replica.name, outcome);
         if replica.observe(Outcome::Failure, &spec.failover, Instant::now()) {
             tracing::warn!(model = %spec.model, replica = %replica.name, "replica ejected");
         }

@@ -11,6 +11,13 @@ use serde_json::{Value, json};
 use crate::providers::openai::encode_f32_base64;
 use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
 
+/// The configured latency before any answer.
+pub async fn wait(m: &MockModel) {
+    if m.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(m.latency_ms)).await;
+    }
+}
+
 /// The reply text and the usage it reports.
 pub fn reply(m: &MockModel, req: &ChatRequest) -> (String, Usage) {
     let text = if m.echo {

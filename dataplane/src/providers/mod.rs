@@ -12,7 +12,7 @@ pub mod openai;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::Full;
-use llmgate_snapshot::{Endpoint, Provider};
+use llmgate_snapshot::{Endpoint, MockModel, Provider};
 
 use crate::error::GatewayError;
 use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
@@ -87,11 +87,18 @@ pub trait HttpAdapter: Send + Sync {
     fn chat_stream(&self, client_wants_usage: bool) -> Box<dyn StreamTranslator>;
 }
 
-/// The adapter for a provider kind; `None` for the in-process mock.
-pub fn adapter_for(provider: &Provider) -> Option<&'static dyn HttpAdapter> {
+/// How a provider kind is served.
+pub enum Serving<'a> {
+    /// Over HTTP, through this adapter.
+    Http(&'static dyn HttpAdapter),
+    /// In-process: the built-in mock model.
+    Mock(&'a MockModel),
+}
+
+pub fn serving(provider: &Provider) -> Serving<'_> {
     match provider {
-        Provider::OpenAi => Some(&openai::OPENAI),
-        Provider::OpenAiCompatible => Some(&openai::OPENAI_COMPATIBLE),
-        Provider::Mock(_) => None,
+        Provider::OpenAi => Serving::Http(&openai::OPENAI),
+        Provider::OpenAiCompatible => Serving::Http(&openai::OPENAI_COMPATIBLE),
+        Provider::Mock(m) => Serving::Mock(m),
     }
 }
