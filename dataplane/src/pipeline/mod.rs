@@ -163,7 +163,7 @@ async fn chat_stages(
             let status = answer.response.status();
             let (parts, body) = answer.response.into_parts();
             if !status.is_success() {
-                let bytes = upstream::read_body(body, answer.deadline).await?;
+                let bytes = upstream::read_body(body, answer.deadline, &ep.spec.model).await?;
                 return Err(adapter.error(status, &parts.headers, &bytes));
             }
             if stream {
@@ -176,9 +176,7 @@ async fn chat_stages(
                     answer.deadline,
                 ))
             } else {
-                let bytes = upstream::read_body(body, answer.deadline)
-                    .await
-                    .map_err(|e| timeout_names_model(e, ep))?;
+                let bytes = upstream::read_body(body, answer.deadline, &ep.spec.model).await?;
                 ctx.first_token();
                 let t = adapter.chat_response(bytes)?;
                 ctx.usage(t.usage, t.model.as_deref());
@@ -227,9 +225,7 @@ async fn embeddings_stages(
             let answer = upstream::send(gw, ep, Op::Embeddings, false, upstream_body, ctx).await?;
             let status = answer.response.status();
             let (parts, body) = answer.response.into_parts();
-            let bytes = upstream::read_body(body, answer.deadline)
-                .await
-                .map_err(|e| timeout_names_model(e, ep))?;
+            let bytes = upstream::read_body(body, answer.deadline, &ep.spec.model).await?;
             if !status.is_success() {
                 return Err(adapter.error(status, &parts.headers, &bytes));
             }
@@ -260,13 +256,6 @@ fn authorize<'r>(
         });
     }
     Ok(ep)
-}
-
-fn timeout_names_model(e: GatewayError, ep: &EndpointRt) -> GatewayError {
-    match e {
-        GatewayError::UpstreamTimeout(_) => GatewayError::UpstreamTimeout(ep.spec.model.clone()),
-        other => other,
-    }
 }
 
 /// Reads the request body within the size limit and the body timeout.

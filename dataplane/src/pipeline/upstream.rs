@@ -107,7 +107,9 @@ pub async fn send(
                 let status = response.status();
                 if status.is_server_error() {
                     let (parts, body) = response.into_parts();
-                    let bytes = read_body(body, deadline).await.unwrap_or_default();
+                    let bytes = read_body(body, deadline, &spec.model)
+                        .await
+                        .unwrap_or_default();
                     last_error = Some(adapter.error(status, &parts.headers, &bytes));
                     "server_error"
                 } else {
@@ -135,10 +137,14 @@ pub async fn send(
 }
 
 /// Reads a whole upstream body, bounded in size and by the request's deadline.
-pub async fn read_body(body: Incoming, deadline: Instant) -> Result<Bytes, GatewayError> {
+pub async fn read_body(
+    body: Incoming,
+    deadline: Instant,
+    model: &str,
+) -> Result<Bytes, GatewayError> {
     let limited = http_body_util::Limited::new(body, MAX_UPSTREAM_BODY);
     match tokio::time::timeout_at(deadline.into(), limited.collect()).await {
-        Err(_) => Err(GatewayError::UpstreamTimeout(String::new())),
+        Err(_) => Err(GatewayError::UpstreamTimeout(model.to_owned())),
         Ok(Err(e)) => Err(GatewayError::BadUpstreamResponse(format!(
             "reading the response body failed: {e}"
         ))),
