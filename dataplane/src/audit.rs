@@ -1,15 +1,15 @@
 //! Audit records: one per API request, whatever its outcome. [`AuditRecord`] is the contract the
 //! later ClickHouse and S3 sinks write; field names are stable snake_case and only grow.
 //!
-//! Records are handed to a writer task over a bounded channel so the request path never waits on
-//! disk; a full channel drops the record and counts it in `llmgate_audit_records_dropped_total`.
+//! Records are handed to a writer thread over a bounded channel so the request path never waits
+//! on disk; a full channel drops the record and counts it in `llmgate_audit_records_dropped_total`.
 
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::types::Usage;
 
@@ -17,26 +17,28 @@ use crate::types::Usage;
 pub struct AuditRecord {
     pub request_id: String,
     /// RFC 3339, when the request arrived.
-    pub started_at: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: jiff::Timestamp,
     /// RFC 3339, when the last byte was sent (or the client went away).
-    pub finished_at: String,
-    /// `chat.completions`, `embeddings`, `models`.
+    #[serde(serialize_with = "rfc3339")]
+    pub finished_at: jiff::Timestamp,
+    /// `chat.completions`, `embeddings`, `models.list`, `models.retrieve`.
     pub operation: &'static str,
     pub stream: bool,
     /// How the caller authenticated: `api_key`, or `none` when it did not.
     pub auth_method: &'static str,
-    pub key_id: Option<String>,
-    pub user: Option<String>,
-    pub service_account: Option<String>,
-    pub team: Option<String>,
+    pub key_id: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+    pub service_account: Option<Arc<str>>,
+    pub team: Option<Arc<str>>,
     /// `namespace/policy#rule` that allowed or denied the call.
-    pub policy_rule: Option<String>,
+    pub policy_rule: Option<Arc<str>>,
     pub model_requested: Option<String>,
-    pub model_served: Option<String>,
+    pub model_served: Option<Arc<str>>,
     pub provider: Option<&'static str>,
-    pub replica: Option<String>,
+    pub replica: Option<Arc<str>>,
     /// The model id sent upstream.
-    pub upstream_model: Option<String>,
+    pub upstream_model: Option<Arc<str>>,
     /// The model (version) the upstream says it ran.
     pub upstream_model_version: Option<String>,
     pub attempts: u32,
@@ -48,7 +50,12 @@ pub struct AuditRecord {
     pub usage: Option<Usage>,
     pub cost_usd: Option<f64>,
     pub latency_ms: Latency,
-    pub snapshot_version: String,
+    pub snapshot_version: Arc<str>,
+}
+
+// Timestamps are formatted by the writer thread, not on the request path.
+fn rfc3339<S: serde::Serializer>(t: &jiff::Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -63,29 +70,39 @@ pub struct Latency {
 
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditRecord>,
+    tx: mpsc::SyncSender<AuditRecord>,
 }
 
+/// How long the writer lets records gather before writing them: one write and one wake-up per
+/// window instead of one per request, at the cost of records landing this much later.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+const QUEUE: usize = 65_536;
+
 impl AuditSink {
-    /// Starts the writer. `-` writes to stdout; anything else is a file opened for append.
-    pub async fn start(target: &str) -> std::io::Result<(AuditSink, JoinHandle<()>)> {
-        let out: Box<dyn AsyncWrite + Unpin + Send> = if target == "-" {
-            Box::new(tokio::io::stdout())
+    /// Starts the writer thread. `-` writes to stdout; anything else is a file opened for append.
+    /// The returned handle finishes once every sink clone is dropped and the queue is written.
+    pub fn start(target: &str) -> std::io::Result<(AuditSink, AuditWriter)> {
+        let out: Box<dyn Write + Send> = if target == "-" {
+            Box::new(std::io::stdout())
         } else {
             let path = PathBuf::from(target);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir).await?;
+                std::fs::create_dir_all(dir)?;
             }
             Box::new(
-                tokio::fs::OpenOptions::new()
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&path)
-                    .await?,
+                    .open(&path)?,
             )
         };
-        let (tx, rx) = mpsc::channel(65_536);
-        Ok((AuditSink { tx }, tokio::spawn(write_loop(rx, out))))
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        // A plain thread: file writes would otherwise go through tokio's blocking pool and cost
+        // a thread hand-off per record.
+        let handle = std::thread::Builder::new()
+            .name("llmgate-audit".into())
+            .spawn(move || write_loop(&rx, out))?;
+        Ok((AuditSink { tx }, AuditWriter(handle)))
     }
 
     /// Queues a record; false when the queue is full and the record was dropped.
@@ -94,25 +111,36 @@ impl AuditSink {
     }
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<AuditRecord>, out: Box<dyn AsyncWrite + Unpin + Send>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    let mut line = Vec::with_capacity(1024);
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        // Drain what is queued, then flush once: one write per burst, not per record.
-        while let Some(rec) = next {
-            line.clear();
-            if serde_json::to_writer(&mut line, &rec).is_ok() {
-                line.push(b'\n');
-                if let Err(e) = out.write_all(&line).await {
-                    tracing::error!(error = %e, "audit log write failed");
-                }
+/// The writer thread.
+pub struct AuditWriter(std::thread::JoinHandle<()>);
+
+impl AuditWriter {
+    /// Waits up to `timeout` for the writer to drain and stop; false if it did not.
+    pub async fn finish(self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.0.is_finished() {
+            if std::time::Instant::now() > deadline {
+                return false;
             }
-            next = rx.try_recv().ok();
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if let Err(e) = out.flush().await {
-            tracing::error!(error = %e, "audit log flush failed");
+        true
+    }
+}
+
+fn write_loop(rx: &mpsc::Receiver<AuditRecord>, out: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    // Blocks until the first record of a batch, or returns when every sender is gone.
+    while let Ok(first) = rx.recv() {
+        std::thread::sleep(BATCH_WINDOW);
+        for rec in std::iter::once(first).chain(rx.try_iter()) {
+            if serde_json::to_writer(&mut out, &rec).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+        }
+        if let Err(e) = out.flush() {
+            tracing::error!(error = %e, "audit log write failed");
         }
     }
-    let _ = out.flush().await;
+    let _ = out.flush();
 }

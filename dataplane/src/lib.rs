@@ -50,13 +50,11 @@ pub enum RunError {
 
 /// Runs the data plane until SIGTERM or SIGINT, then drains.
 pub async fn run(settings: Settings) -> Result<(), RunError> {
-    let (audit, audit_task) =
-        audit::AuditSink::start(&settings.audit_log)
-            .await
-            .map_err(|source| RunError::Audit {
-                path: settings.audit_log.clone(),
-                source,
-            })?;
+    let (audit, audit_writer) =
+        audit::AuditSink::start(&settings.audit_log).map_err(|source| RunError::Audit {
+            path: settings.audit_log.clone(),
+            source,
+        })?;
     let source = match &settings.config_dir {
         Some(d) => ConfigSource::Dir(d.clone()),
         None => ConfigSource::Embedded,
@@ -147,10 +145,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     }
     drop(gw);
     // Every sender is gone once the tasks above are: the writer drains and exits.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), audit_task)
-        .await
-        .is_err()
-    {
+    if !audit_writer.finish(std::time::Duration::from_secs(5)).await {
         tracing::warn!("audit log did not drain within 5 s");
     }
     Ok(())

@@ -213,13 +213,18 @@ impl Metrics {
     }
 
     pub fn attempt(&self, model: &str, replica: &str, outcome: &'static str) {
+        self.attempts(model, replica, outcome).inc();
+    }
+
+    /// The attempts counter of one replica and outcome, to keep as a handle.
+    pub fn attempts(&self, model: &str, replica: &str, outcome: &'static str) -> Counter {
         self.upstream_attempts
             .get_or_create(&ReplicaLabels {
                 model: model.to_string(),
                 replica: replica.to_string(),
                 outcome,
             })
-            .inc();
+            .clone()
     }
 
     pub fn snapshot_applied(&self, version: &str) {

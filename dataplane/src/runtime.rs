@@ -18,6 +18,8 @@ use crate::providers::{self, HttpAdapter, Serving};
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
+    /// The snapshot version, shared into every audit record.
+    pub version: Arc<str>,
     /// Unix seconds when this runtime was built.
     pub loaded_at: i64,
     pub endpoints: Vec<EndpointRt>,
@@ -29,6 +31,7 @@ pub struct Runtime {
 pub struct EndpointRt {
     pub spec: Endpoint,
     pub model: Arc<str>,
+    pub upstream_model: Arc<str>,
     pub backend: Backend,
     pub metrics: EndpointMetrics,
 }
@@ -49,6 +52,8 @@ pub struct Identity {
     pub key_id: Arc<str>,
     pub principal: Principal,
     pub team: Option<Arc<str>>,
+    /// The principal's name, shared into audit records.
+    pub name: Arc<str>,
 }
 
 pub struct KeyRt {
@@ -96,15 +101,19 @@ impl Runtime {
                             .map(|r| {
                                 old_replicas
                                     .get(&(ep.model.as_str(), r.url.as_str()))
-                                    .filter(|old| old.name == r.name)
+                                    .filter(|old| *old.name == *r.name)
                                     .map(|old| Arc::clone(old))
-                                    .unwrap_or_else(|| Arc::new(ReplicaState::new(r)))
+                                    .unwrap_or_else(|| {
+                                        let ok = metrics.attempts(&ep.model, &r.name, "ok");
+                                        Arc::new(ReplicaState::new(r, ok))
+                                    })
                             })
                             .collect(),
                     },
                 };
                 EndpointRt {
                     model: Arc::from(ep.model.as_str()),
+                    upstream_model: Arc::from(ep.upstream_model.as_str()),
                     metrics: metrics.endpoint(&ep.model),
                     spec: ep.clone(),
                     backend,
@@ -126,6 +135,7 @@ impl Runtime {
                 let digest = decode_hex32(&k.sha256)?;
                 let identity = Identity {
                     key_id: Arc::from(format!("{}/{}", k.source.namespace, k.source.name)),
+                    name: Arc::from(k.principal.name()),
                     principal: k.principal.clone(),
                     team: k.team.as_deref().map(Arc::from),
                 };
@@ -160,6 +170,7 @@ impl Runtime {
             .collect();
 
         Runtime {
+            version: Arc::from(snapshot.version.as_str()),
             snapshot,
             loaded_at,
             endpoints,

@@ -68,9 +68,8 @@ spec:
 async fn app_with(args: &[&str]) -> (Router, Arc<Gateway>, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let audit_path = tmp.path().join("audit.jsonl");
-    let (audit, _task) = AuditSink::start(audit_path.to_str().expect("utf-8 path"))
-        .await
-        .expect("audit sink");
+    let (audit, _writer) =
+        AuditSink::start(audit_path.to_str().expect("utf-8 path")).expect("audit sink");
     let mut argv = vec!["llmgate-dataplane"];
     argv.extend_from_slice(args);
     let settings = <Settings as clap::Parser>::parse_from(argv);

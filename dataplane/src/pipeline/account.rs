@@ -44,10 +44,10 @@ impl Ctx {
             started: Instant::now(),
             rec: AuditRecord {
                 request_id,
-                started_at: jiff::Timestamp::now().to_string(),
+                started_at: jiff::Timestamp::now(),
                 operation,
                 auth_method: "none",
-                snapshot_version: rt.snapshot.version.clone(),
+                snapshot_version: Arc::clone(&rt.version),
                 ..AuditRecord::default()
             },
             endpoint_metrics: None,
@@ -67,18 +67,19 @@ impl Ctx {
     pub fn authenticated(&mut self, key: &KeyRt) {
         self.rec.latency_ms.auth = self.since_start();
         self.rec.auth_method = "api_key";
-        self.rec.key_id = Some(key.identity.key_id.to_string());
-        match &key.identity.principal {
-            Principal::User(u) => self.rec.user = Some(u.clone()),
-            Principal::ServiceAccount(s) => self.rec.service_account = Some(s.clone()),
+        let who = &key.identity;
+        self.rec.key_id = Some(Arc::clone(&who.key_id));
+        match &who.principal {
+            Principal::User(_) => self.rec.user = Some(Arc::clone(&who.name)),
+            Principal::ServiceAccount(_) => self.rec.service_account = Some(Arc::clone(&who.name)),
         }
-        self.rec.team = key.identity.team.as_deref().map(str::to_owned);
+        self.rec.team = who.team.clone();
     }
 
     pub fn routed(&mut self, ep: &EndpointRt) {
-        self.rec.model_served = Some(ep.spec.model.clone());
+        self.rec.model_served = Some(Arc::clone(&ep.model));
         self.rec.provider = Some(ep.spec.provider.kind());
-        self.rec.upstream_model = Some(ep.spec.upstream_model.clone());
+        self.rec.upstream_model = Some(Arc::clone(&ep.upstream_model));
         self.endpoint_metrics = Some(ep.metrics.clone());
         self.pricing = Some(ep.spec.pricing);
     }
@@ -116,7 +117,7 @@ impl Ctx {
         self.done = true;
         let elapsed = self.started.elapsed();
         self.rec.latency_ms.total = ms(elapsed);
-        self.rec.finished_at = jiff::Timestamp::now().to_string();
+        self.rec.finished_at = jiff::Timestamp::now();
         self.rec.status = status.as_u16();
         self.rec.error_reason = (reason != "ok").then_some(reason);
         self.rec.error_message = error;

@@ -35,7 +35,7 @@ use crate::error::GatewayError;
 use crate::providers::{Op, mock};
 use crate::runtime::{Backend, EndpointRt, KeyRt, Runtime};
 use crate::state::Gateway;
-use crate::types::{ChatRequest, EmbeddingsRequest, parse_body};
+use crate::types::{ChatRequest, EmbeddingsRequest};
 
 /// `POST /v1/chat/completions`
 pub async fn chat(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
@@ -108,15 +108,9 @@ async fn chat_stages(
     let key = auth::authenticate(rt, req.headers())?;
     ctx.authenticated(key);
     let body = read_body(gw, req.into_body()).await?;
-    let mut chat: ChatRequest = parse_body(&body)?;
+    let chat = ChatRequest::parse(&body)?;
     ctx.rec.model_requested = Some(chat.model.clone());
     ctx.rec.stream = chat.is_stream();
-    if chat.messages.is_empty() {
-        return Err(GatewayError::bad_request(
-            "messages must contain at least one message",
-            Some("messages"),
-        ));
-    }
     let ep = authorize(rt, key, &chat.model, ctx)?;
     // Rate limit and budget stages go here.
     ctx.routed(ep);
@@ -126,7 +120,7 @@ async fn chat_stages(
             mock::wait(m).await;
             let (text, usage) = mock::reply(m, &chat);
             ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
-            ctx.rec.replica = Some("mock".into());
+            ctx.rec.replica = Some(Arc::from("mock"));
             if chat.is_stream() {
                 let events = mock::chat_stream_events(
                     m,
@@ -158,7 +152,7 @@ async fn chat_stages(
         Backend::Http { adapter, .. } => {
             let stream = chat.is_stream();
             let wants_usage = chat.wants_stream_usage();
-            let upstream_body = adapter.chat_body(&ep.spec, &mut chat)?;
+            let upstream_body = adapter.chat_body(&ep.spec, &chat)?;
             let answer = upstream::send(gw, ep, Op::Chat, stream, upstream_body, ctx).await?;
             let status = answer.response.status();
             let (parts, body) = answer.response.into_parts();
@@ -195,17 +189,8 @@ async fn embeddings_stages(
     let key = auth::authenticate(rt, req.headers())?;
     ctx.authenticated(key);
     let body = read_body(gw, req.into_body()).await?;
-    let mut emb: EmbeddingsRequest = parse_body(&body)?;
+    let emb = EmbeddingsRequest::parse(&body)?;
     ctx.rec.model_requested = Some(emb.model.clone());
-    if emb.input.is_null()
-        || emb.input.as_array().is_some_and(Vec::is_empty)
-        || emb.input.as_str() == Some("")
-    {
-        return Err(GatewayError::bad_request(
-            "input must be a non-empty string or array",
-            Some("input"),
-        ));
-    }
     let ep = authorize(rt, key, &emb.model, ctx)?;
     // Rate limit and budget stages go here.
     ctx.routed(ep);
@@ -214,14 +199,14 @@ async fn embeddings_stages(
         Backend::Mock(m) => {
             mock::wait(m).await;
             let (body, usage) = mock::embeddings_response(m, &ep.spec.upstream_model, &emb);
-            ctx.rec.replica = Some("mock".into());
+            ctx.rec.replica = Some(Arc::from("mock"));
             ctx.first_token();
             ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
             Ok(body)
         }
         Backend::Http { adapter, .. } => {
             let wanted = emb.encoding_format;
-            let upstream_body = adapter.embeddings_body(&ep.spec, &mut emb)?;
+            let upstream_body = adapter.embeddings_body(&ep.spec, &emb)?;
             let answer = upstream::send(gw, ep, Op::Embeddings, false, upstream_body, ctx).await?;
             let status = answer.response.status();
             let (parts, body) = answer.response.into_parts();
@@ -248,7 +233,7 @@ fn authorize<'r>(
         return Err(GatewayError::ModelNotFound(model.to_owned()));
     };
     let decision = &key.decisions[i];
-    ctx.rec.policy_rule = decision.by.as_deref().map(str::to_owned);
+    ctx.rec.policy_rule = decision.by.clone();
     if !decision.allowed {
         return Err(GatewayError::Forbidden {
             subject: format!("API key {}", key.identity.key_id),

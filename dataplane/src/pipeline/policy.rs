@@ -101,6 +101,7 @@ mod tests {
     fn alice() -> Identity {
         Identity {
             key_id: Arc::from("ai/alice-key"),
+            name: Arc::from("alice"),
             principal: Principal::User("alice".into()),
             team: Some(Arc::from("ml")),
         }

@@ -24,7 +24,9 @@ const INITIAL_COST_NS: f64 = 1_000_000.0;
 /// Live state of one replica. Survives config reloads as long as the replica stays.
 #[derive(Debug)]
 pub struct ReplicaState {
-    pub name: String,
+    pub name: Arc<str>,
+    /// `llmgate_upstream_attempts_total{outcome="ok"}` of this replica, the common case.
+    pub ok_attempts: prometheus_client::metrics::counter::Counter,
     /// Base URL without trailing slash.
     pub url: String,
     /// `host:port`, for the TCP probe.
@@ -59,7 +61,10 @@ pub enum Outcome {
 }
 
 impl ReplicaState {
-    pub fn new(replica: &Replica) -> Self {
+    pub fn new(
+        replica: &Replica,
+        ok_attempts: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         let authority = replica
             .url
             .parse::<http::Uri>()
@@ -75,7 +80,8 @@ impl ReplicaState {
             })
             .unwrap_or_default();
         ReplicaState {
-            name: replica.name.clone(),
+            name: Arc::from(replica.name.as_str()),
+            ok_attempts,
             url: replica.url.clone(),
             authority,
             in_flight: AtomicU32::new(0),
@@ -262,10 +268,13 @@ mod tests {
     fn replicas(n: usize) -> Vec<Arc<ReplicaState>> {
         (0..n)
             .map(|i| {
-                Arc::new(ReplicaState::new(&Replica {
-                    name: format!("r{i}"),
-                    url: format!("http://127.0.0.1:{}/v1", 9000 + i),
-                }))
+                Arc::new(ReplicaState::new(
+                    &Replica {
+                        name: format!("r{i}"),
+                        url: format!("http://127.0.0.1:{}/v1", 9000 + i),
+                    },
+                    Default::default(),
+                ))
             })
             .collect()
     }

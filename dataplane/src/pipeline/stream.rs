@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
@@ -71,6 +71,85 @@ impl RelayBody {
     }
 }
 
+impl RelayBody {
+    /// Advances the source by one step: Ready when it produced events or ended, Pending when
+    /// nothing is available right now.
+    fn pull(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let model = self
+                .ctx
+                .rec
+                .model_served
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned();
+            self.fail(GatewayError::UpstreamTimeout(model));
+            return Poll::Ready(());
+        }
+        match &mut self.source {
+            Source::Upstream {
+                body, translator, ..
+            } => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let fed = translator.feed(&data, &mut self.scratch);
+                        self.ready.extend(self.scratch.drain(..));
+                        if let Err(e) = fed {
+                            self.fail(e);
+                        } else if translator.completed() {
+                            // `[DONE]` is the end, whether or not the upstream closes the body
+                            // right after it.
+                            if translator.errored() {
+                                self.outcome = ("upstream_stream_error", None);
+                            }
+                            self.ended = true;
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(request_id = self.ctx.request_id(), error = %e, "upstream stream broke");
+                    self.fail(GatewayError::BadUpstreamResponse(
+                        "the upstream connection closed in the middle of the stream".into(),
+                    ));
+                }
+                Poll::Ready(None) => {
+                    translator.finish(&mut self.scratch);
+                    self.ready.extend(self.scratch.drain(..));
+                    if translator.errored() {
+                        self.outcome = ("upstream_stream_error", None);
+                    } else if !translator.completed() {
+                        self.outcome = ("upstream_incomplete", None);
+                    }
+                    self.ended = true;
+                }
+            },
+            Source::Mock {
+                events,
+                interval,
+                pause,
+            } => {
+                if let Some(p) = pause {
+                    if p.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *pause = None;
+                }
+                match events.pop_front() {
+                    None => self.ended = true,
+                    Some(e) => {
+                        self.ready.push_back(e);
+                        if !interval.is_zero() && !events.is_empty() {
+                            *pause = Some(Box::pin(tokio::time::sleep(*interval)));
+                        }
+                    }
+                }
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
 impl Body for RelayBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -80,83 +159,30 @@ impl Body for RelayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        loop {
-            if let Some(b) = this.ready.pop_front() {
-                this.ctx.first_token();
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            if this.ended {
-                this.collect_usage();
-                let (reason, msg) = this.outcome.clone();
-                this.ctx.finish(StatusCode::OK, reason, msg);
-                return Poll::Ready(None);
-            }
-            if this.deadline.as_mut().poll(cx).is_ready() {
-                let model = this.ctx.rec.model_served.clone().unwrap_or_default();
-                this.fail(GatewayError::UpstreamTimeout(model));
-                continue;
-            }
-            match &mut this.source {
-                Source::Upstream {
-                    body, translator, ..
-                } => match Pin::new(body).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            let fed = translator.feed(&data, &mut this.scratch);
-                            this.ready.extend(this.scratch.drain(..));
-                            if let Err(e) = fed {
-                                this.fail(e);
-                            } else if translator.completed() {
-                                // `[DONE]` is the end, whether or not the upstream closes the
-                                // body right after it.
-                                if translator.errored() {
-                                    this.outcome = ("upstream_stream_error", None);
-                                }
-                                this.ended = true;
-                            }
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        tracing::warn!(request_id = this.ctx.request_id(), error = %e, "upstream stream broke");
-                        this.fail(GatewayError::BadUpstreamResponse(
-                            "the upstream connection closed in the middle of the stream".into(),
-                        ));
-                    }
-                    Poll::Ready(None) => {
-                        translator.finish(&mut this.scratch);
-                        this.ready.extend(this.scratch.drain(..));
-                        if translator.errored() {
-                            this.outcome = ("upstream_stream_error", None);
-                        } else if !translator.completed() {
-                            this.outcome = ("upstream_incomplete", None);
-                        }
-                        this.ended = true;
-                    }
-                },
-                Source::Mock {
-                    events,
-                    interval,
-                    pause,
-                } => {
-                    if let Some(p) = pause {
-                        if p.as_mut().poll(cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                        *pause = None;
-                    }
-                    match events.pop_front() {
-                        None => this.ended = true,
-                        Some(e) => {
-                            this.ready.push_back(e);
-                            if !interval.is_zero() && !events.is_empty() {
-                                *pause = Some(Box::pin(tokio::time::sleep(*interval)));
-                            }
-                        }
-                    }
+        // Take everything the source has ready now, then send it as one frame: one write to
+        // the client per upstream read, not one per event.
+        while !this.ended && this.ready.len() < 256 && this.pull(cx).is_ready() {}
+        if !this.ready.is_empty() {
+            this.ctx.first_token();
+            let frame = if this.ready.len() == 1 {
+                this.ready.pop_front().unwrap_or_default()
+            } else {
+                let len = this.ready.iter().map(Bytes::len).sum();
+                let mut joined = BytesMut::with_capacity(len);
+                for b in this.ready.drain(..) {
+                    joined.extend_from_slice(&b);
                 }
-            }
+                joined.freeze()
+            };
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
+        if this.ended {
+            this.collect_usage();
+            let (reason, msg) = this.outcome.clone();
+            this.ctx.finish(StatusCode::OK, reason, msg);
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -76,7 +76,7 @@ pub async fn send(
         let in_flight = replica.start();
         let attempt_start = Instant::now();
         ctx.rec.attempts += 1;
-        ctx.rec.replica = Some(replica.name.clone());
+        ctx.rec.replica = Some(Arc::clone(&replica.name));
         let budget = first_byte.min(deadline.saturating_duration_since(attempt_start));
         let result = tokio::time::timeout(budget, client.request(request)).await;
         let outcome = match result {
@@ -115,7 +115,7 @@ pub async fn send(
                 } else {
                     let now = Instant::now();
                     replica.observe(Outcome::Success(now - attempt_start), &spec.failover, now);
-                    gw.metrics.attempt(&spec.model, &replica.name, "ok");
+                    replica.ok_attempts.inc();
                     return Ok(Answer {
                         response,
                         replica: Arc::clone(replica),

@@ -19,16 +19,17 @@ pub async fn wait(m: &MockModel) {
 }
 
 /// The reply text and the usage it reports.
-pub fn reply(m: &MockModel, req: &ChatRequest) -> (String, Usage) {
+pub fn reply(m: &MockModel, req: &ChatRequest<'_>) -> (String, Usage) {
+    let messages = req.messages();
     let text = if m.echo {
-        last_user_text(&req.messages).unwrap_or_default()
+        last_user_text(&messages).unwrap_or_default()
     } else {
         m.content.clone()
     };
     let prompt = m
         .prompt_tokens
         .map(u64::from)
-        .unwrap_or_else(|| estimate_prompt_tokens(&req.messages));
+        .unwrap_or_else(|| estimate_prompt_tokens(&messages));
     let completion = m
         .completion_tokens
         .map(u64::from)
@@ -99,9 +100,13 @@ pub fn chat_stream_events(
     out
 }
 
-pub fn embeddings_response(m: &MockModel, model: &str, req: &EmbeddingsRequest) -> (Bytes, Usage) {
-    let inputs: Vec<String> = match &req.input {
-        Value::String(s) => vec![s.clone()],
+pub fn embeddings_response(
+    m: &MockModel,
+    model: &str,
+    req: &EmbeddingsRequest<'_>,
+) -> (Bytes, Usage) {
+    let inputs: Vec<String> = match req.input() {
+        Value::String(s) => vec![s],
         Value::Array(items) => items
             .iter()
             .map(|i| match i {
@@ -234,8 +239,8 @@ mod tests {
         }
     }
 
-    fn req(text: &str) -> ChatRequest {
-        serde_json::from_value(json!({"model": "m", "messages": [
+    fn req(text: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"model": "m", "messages": [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": [{"type": "text", "text": text}]}
         ]}))
@@ -246,7 +251,8 @@ mod tests {
     fn echo_and_usage() {
         let mut m = model();
         m.echo = true;
-        let (text, usage) = reply(&m, &req("hello there"));
+        let body = req("hello there");
+        let (text, usage) = reply(&m, &ChatRequest::parse(&body).expect("valid"));
         assert_eq!(text, "hello there");
         assert_eq!(usage.completion_tokens, 2);
         assert_eq!(usage.total_tokens, usage.prompt_tokens + 2);
@@ -255,7 +261,8 @@ mod tests {
     #[test]
     fn stream_chunks_by_words_and_usage_only_when_asked() {
         let m = model();
-        let (text, usage) = reply(&m, &req("x"));
+        let body = req("x");
+        let (text, usage) = reply(&m, &ChatRequest::parse(&body).expect("valid"));
         let ev = chat_stream_events(&m, "m", "r1", &text, usage, false);
         // role + 3 content pieces (2+2+1 words) + finish + DONE
         assert_eq!(ev.len(), 6);
@@ -277,9 +284,8 @@ mod tests {
 
     #[test]
     fn embeddings_are_deterministic_unit_vectors() {
-        let r: EmbeddingsRequest =
-            serde_json::from_value(json!({"model": "e", "input": ["a b", "a b", "c"]}))
-                .expect("valid");
+        let body = br#"{"model": "e", "input": ["a b", "a b", "c"]}"#;
+        let r = EmbeddingsRequest::parse(body).expect("valid");
         let (body, usage) = embeddings_response(&model(), "e", &r);
         let v: Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v["data"][0]["embedding"], v["data"][1]["embedding"]);

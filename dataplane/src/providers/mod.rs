@@ -60,11 +60,11 @@ pub trait StreamTranslator: Send {
 pub trait HttpAdapter: Send + Sync {
     /// The upstream body for a chat request, built once per request and reused by every
     /// attempt. Stream requests must ask the upstream for usage.
-    fn chat_body(&self, ep: &Endpoint, req: &mut ChatRequest) -> Result<Bytes, GatewayError>;
+    fn chat_body(&self, ep: &Endpoint, req: &ChatRequest<'_>) -> Result<Bytes, GatewayError>;
     fn embeddings_body(
         &self,
         ep: &Endpoint,
-        req: &mut EmbeddingsRequest,
+        req: &EmbeddingsRequest<'_>,
     ) -> Result<Bytes, GatewayError>;
     /// The HTTP request for one attempt against one replica base URL.
     fn request(

@@ -17,9 +17,7 @@ use serde_json::Value;
 use super::{HttpAdapter, Op, StreamTranslator, Translated};
 use crate::error::GatewayError;
 use crate::sse::{EventSplitter, MAX_EVENT_BYTES, data_of};
-use crate::types::{
-    ChatRequest, EmbeddingsRequest, EncodingFormat, ResponseView, StreamOptions, Usage,
-};
+use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, ResponseView, Usage};
 
 pub struct OpenAi {
     /// Self-hosted servers: normalise embeddings to floats upstream.
@@ -33,34 +31,16 @@ static USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("llmgate/", env!("CARGO_PKG_VERSION")));
 
 impl HttpAdapter for OpenAi {
-    fn chat_body(&self, ep: &Endpoint, req: &mut ChatRequest) -> Result<Bytes, GatewayError> {
-        req.model.clone_from(&ep.upstream_model);
-        if req.is_stream() {
-            // Usage is needed for accounting whether or not the caller wants to see it.
-            req.stream_options
-                .get_or_insert_with(StreamOptions::default)
-                .include_usage = Some(true);
-        }
-        serde_json::to_vec(req)
-            .map(Bytes::from)
-            .map_err(|e| GatewayError::Internal(format!("serialize chat request: {e}")))
+    fn chat_body(&self, ep: &Endpoint, req: &ChatRequest<'_>) -> Result<Bytes, GatewayError> {
+        Ok(req.to_openai(&ep.upstream_model))
     }
 
     fn embeddings_body(
         &self,
         ep: &Endpoint,
-        req: &mut EmbeddingsRequest,
+        req: &EmbeddingsRequest<'_>,
     ) -> Result<Bytes, GatewayError> {
-        req.model.clone_from(&ep.upstream_model);
-        let wanted = req.encoding_format;
-        if self.compatible {
-            req.encoding_format = Some(EncodingFormat::Float);
-        }
-        let body = serde_json::to_vec(req)
-            .map(Bytes::from)
-            .map_err(|e| GatewayError::Internal(format!("serialize embeddings request: {e}")));
-        req.encoding_format = wanted;
-        body
+        Ok(req.to_openai(&ep.upstream_model, self.compatible))
     }
 
     fn request(
@@ -367,11 +347,11 @@ mod tests {
     #[test]
     fn stream_requests_ask_upstream_for_usage() {
         let ep = crate::test_support::endpoint("m", "up-model");
-        let mut req: ChatRequest = serde_json::from_str(
-            r#"{"model":"m","messages":[],"stream":true,"tools":[{"type":"function"}]}"#,
+        let req = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"tools":[{"type":"function"}]}"#,
         )
         .expect("valid");
-        let body = OPENAI.chat_body(&ep, &mut req).expect("body");
+        let body = OPENAI.chat_body(&ep, &req).expect("body");
         let v: Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v["model"], "up-model");
         assert_eq!(v["stream_options"]["include_usage"], true);
