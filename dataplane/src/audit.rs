@@ -6,10 +6,11 @@
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::types::Usage;
 
@@ -70,7 +71,7 @@ pub struct Latency {
 
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::SyncSender<AuditRecord>,
+    tx: mpsc::Sender<AuditRecord>,
 }
 
 /// How long the writer lets records gather before writing them: one write and one wake-up per
@@ -96,12 +97,13 @@ impl AuditSink {
                     .open(&path)?,
             )
         };
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        // tokio's bounded channel allocates its slots as they fill, not all up front.
+        let (tx, rx) = mpsc::channel(QUEUE);
         // A plain thread: file writes would otherwise go through tokio's blocking pool and cost
         // a thread hand-off per record.
         let handle = std::thread::Builder::new()
             .name("llmgate-audit".into())
-            .spawn(move || write_loop(&rx, out))?;
+            .spawn(move || write_loop(rx, out))?;
         Ok((AuditSink { tx }, AuditWriter(handle)))
     }
 
@@ -128,15 +130,17 @@ impl AuditWriter {
     }
 }
 
-fn write_loop(rx: &mpsc::Receiver<AuditRecord>, out: Box<dyn Write + Send>) {
+fn write_loop(mut rx: mpsc::Receiver<AuditRecord>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::with_capacity(256 * 1024, out);
     // Blocks until the first record of a batch, or returns when every sender is gone.
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         std::thread::sleep(BATCH_WINDOW);
-        for rec in std::iter::once(first).chain(rx.try_iter()) {
+        let mut next = Some(first);
+        while let Some(rec) = next {
             if serde_json::to_writer(&mut out, &rec).is_ok() {
                 let _ = out.write_all(b"\n");
             }
+            next = rx.try_recv().ok();
         }
         if let Err(e) = out.flush() {
             tracing::error!(error = %e, "audit log write failed");

@@ -57,15 +57,18 @@ impl HttpAdapter for OpenAi {
             Op::Embeddings => "/embeddings",
         };
         let mut b = http::Request::post(format!("{base_url}{path}"))
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
             .header(header::USER_AGENT, USER_AGENT.clone())
             .header(
                 header::ACCEPT,
-                if stream {
+                HeaderValue::from_static(if stream {
                     "text/event-stream"
                 } else {
                     "application/json"
-                },
+                }),
             );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             b = b.header("x-request-id", v);
