@@ -37,7 +37,7 @@ async fn not_found(uri: http::Uri) -> axum::response::Response {
     )
     .into_response();
     *r.status_mut() = http::StatusCode::NOT_FOUND;
-    r
+    with_request_id(r)
 }
 
 async fn method_not_allowed(method: http::Method, uri: http::Uri) -> axum::response::Response {
@@ -46,5 +46,13 @@ async fn method_not_allowed(method: http::Method, uri: http::Uri) -> axum::respo
         GatewayError::bad_request(format!("{method} is not allowed on {}", uri.path()), None)
             .into_response();
     *r.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    with_request_id(r)
+}
+
+/// Requests outside the API still get an id to quote in a support ticket.
+fn with_request_id(mut r: axum::response::Response) -> axum::response::Response {
+    if let Ok(v) = http::HeaderValue::from_str(&crate::pipeline::account::new_request_id()) {
+        r.headers_mut().insert("x-request-id", v);
+    }
     r
 }

@@ -163,7 +163,7 @@ impl Drop for Ctx {
 
 /// 128 random bits as 32 hex digits. A thread-local generator: request ids need to be unique,
 /// not unpredictable, and a getrandom call per request would cost a syscall.
-fn new_request_id() -> String {
+pub fn new_request_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
