@@ -26,7 +26,7 @@ pub fn api_router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-async fn not_found(uri: http::Uri) -> axum::response::Response {
+async fn not_found(uri: http::Uri, headers: http::HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut r = GatewayError::bad_request(
         format!(
@@ -37,21 +37,28 @@ async fn not_found(uri: http::Uri) -> axum::response::Response {
     )
     .into_response();
     *r.status_mut() = http::StatusCode::NOT_FOUND;
-    with_request_id(r)
+    with_request_id(r, &headers)
 }
 
-async fn method_not_allowed(method: http::Method, uri: http::Uri) -> axum::response::Response {
+async fn method_not_allowed(
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut r =
         GatewayError::bad_request(format!("{method} is not allowed on {}", uri.path()), None)
             .into_response();
     *r.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
-    with_request_id(r)
+    with_request_id(r, &headers)
 }
 
 /// Requests outside the API still get an id to quote in a support ticket.
-fn with_request_id(mut r: axum::response::Response) -> axum::response::Response {
-    if let Ok(v) = http::HeaderValue::from_str(&crate::pipeline::account::new_request_id()) {
+fn with_request_id(
+    mut r: axum::response::Response,
+    headers: &http::HeaderMap,
+) -> axum::response::Response {
+    if let Ok(v) = http::HeaderValue::from_str(&crate::pipeline::account::request_id(headers)) {
         r.headers_mut().insert("x-request-id", v);
     }
     r

@@ -33,12 +33,7 @@ impl Ctx {
         headers: &HeaderMap,
     ) -> Ctx {
         gw.metrics.in_flight.inc();
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_owned)
-            .unwrap_or_else(new_request_id);
+        let request_id = request_id(headers);
         Ctx {
             gw: Arc::clone(gw),
             started: Instant::now(),
@@ -161,9 +156,19 @@ impl Drop for Ctx {
     }
 }
 
+/// The caller's `x-request-id` when it is a sane token, else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id)
+}
+
 /// 128 random bits as 32 hex digits. A thread-local generator: request ids need to be unique,
 /// not unpredictable, and a getrandom call per request would cost a syscall.
-pub fn new_request_id() -> String {
+fn new_request_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
