@@ -608,3 +608,32 @@ async fn an_ejected_replica_is_probed_back_into_rotation() {
     }
     assert!(gw.stderr().contains("probed ejected replica"));
 }
+
+#[tokio::test]
+async fn the_openai_provider_passes_embeddings_encoding_through() {
+    let up = fake().await;
+    let cfg = access_yaml()
+        + &endpoint_yaml("emb", "text-embedding-3-small", &[up.base_url()], "")
+            .replace("provider: openai-compatible", "provider: openai");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let r = gw
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"model": "emb", "input": "abcd", "encoding_format": "base64"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // OpenAI itself speaks base64: the request goes upstream as the caller wrote it.
+    assert_eq!(up.last_request()["encoding_format"], "base64");
+    assert_eq!(up.last_request()["model"], "text-embedding-3-small");
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(r.json()["data"][0]["embedding"].as_str().expect("base64"))
+        .expect("valid base64");
+    assert_eq!(raw.len(), 16);
+    assert_eq!(f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]), 4.0);
+    let records = gw.audit_until(1).await;
+    assert_eq!(records[0]["provider"], "openai");
+    assert_eq!(records[0]["usage"]["prompt_tokens"], 2);
+}
