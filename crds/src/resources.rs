@@ -1,34 +1,56 @@
 //! The custom resources as users write them. Field names are camelCase; unknown fields are
 //! refused so a typo (`maxToken`) is an error, not a silently ignored setting.
 
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Status of every llmgate resource: `Accepted`, `ResolvedRefs` and `Ready` conditions, each
+/// with a reason and a message a person can act on, and the generation they describe.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
 /// A model name that applications may call, and the upstream that serves it.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "llmgate.dev",
     version = "v1alpha1",
     kind = "ModelEndpoint",
     namespaced,
+    status = "ResourceStatus",
     shortname = "me",
     category = "llmgate",
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model"}"#,
-    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("self.provider != 'mock' || !has(self.replicas) || size(self.replicas) == 0").message("the mock provider runs inside the gateway and takes no replicas"))]
+#[x_kube(validation = Rule::new("self.provider != 'openai-compatible' || (has(self.replicas) && size(self.replicas) > 0)").message("openai-compatible needs at least one replica URL"))]
+#[x_kube(validation = Rule::new("self.provider != 'openai' || has(self.credentials)").message("provider openai needs credentials.apiKey.secretRef"))]
+#[x_kube(validation = Rule::new("!has(self.mock) || self.provider == 'mock'").message("mock settings are only valid with provider: mock"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelEndpointSpec {
     /// The name callers put in the `model` field.
+    #[schemars(length(min = 1, max = 256), pattern(r"^\S+$"))]
     pub model: String,
     /// The protocol the upstream speaks.
     pub provider: ProviderKind,
     /// The model id sent upstream; defaults to `model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
     pub upstream_model: Option<String>,
     /// Upstream base URLs (the OpenAI SDK's `base_url`, ending in `/v1`). `openai` defaults to
     /// `https://api.openai.com/v1`; `mock` takes none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub replicas: Vec<ReplicaSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsSpec>,
@@ -60,9 +82,11 @@ pub enum ProviderKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplicaSpec {
     /// Base URL, for example `http://llama-0.llama:8080/v1`.
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s?#]+$"))]
     pub url: String,
     /// Name in metrics and audit records; defaults to `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
 }
 
@@ -83,7 +107,9 @@ pub struct SecretValueRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeySelector {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -92,8 +118,10 @@ pub struct SecretKeySelector {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PricingSpec {
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub input_per_million: f64,
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub output_per_million: f64,
 }
 
@@ -102,10 +130,13 @@ pub struct PricingSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TimeoutsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub connect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub first_byte: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub total: Option<String>,
 }
 
@@ -114,12 +145,15 @@ pub struct TimeoutsSpec {
 pub struct FailoverSpec {
     /// Attempts per request across distinct replicas, the first included (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
     pub max_attempts: Option<u32>,
     /// Consecutive failures that take a replica out of rotation (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub eject_after_failures: Option<u32>,
     /// How long an ejected replica waits before it is probed (default `5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub eject_for: Option<String>,
 }
 
@@ -134,12 +168,15 @@ pub struct MockSpec {
     pub echo: bool,
     /// Delay before the reply or first chunk, e.g. `20ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub latency: Option<String>,
     /// Delay between stream chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub chunk_interval: Option<String>,
     /// Words per stream chunk (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub chunk_words: Option<u32>,
     /// Reported completion tokens (default: one per word).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,36 +186,46 @@ pub struct MockSpec {
     pub prompt_tokens: Option<u32>,
     /// Embedding vector length (default 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8192))]
     pub embedding_dimensions: Option<u32>,
 }
 
 /// A gateway API key. Git holds only its SHA-256, or a reference to a Secret holding the key.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "llmgate.dev",
     version = "v1alpha1",
     kind = "ApiKey",
     namespaced,
+    status = "ResourceStatus",
     shortname = "lk",
     category = "llmgate",
     printcolumn = r#"{"name":"User","type":"string","jsonPath":".spec.user"}"#,
     printcolumn = r#"{"name":"ServiceAccount","type":"string","jsonPath":".spec.serviceAccount"}"#,
-    printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.team"}"#
+    printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.team"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.user) != has(self.serviceAccount)").message("set exactly one of user, serviceAccount"))]
+#[x_kube(validation = Rule::new("has(self.sha256) != has(self.secretRef)").message("set exactly one of sha256, secretRef"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiKeySpec {
     /// The person the key belongs to (exactly one of `user`, `serviceAccount`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub user: Option<String>,
     /// The service the key belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub service_account: Option<String>,
     /// The team whose budgets and limits the key's calls count against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub team: Option<String>,
     /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`). Exactly one of `sha256`,
     /// `secretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
     pub sha256: Option<String>,
     /// A Secret key holding the plaintext key; it is hashed at compile time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,15 +239,20 @@ pub struct ApiKeySpec {
     version = "v1alpha1",
     kind = "AccessPolicy",
     namespaced,
+    status = "ResourceStatus",
     shortname = "ap",
-    category = "llmgate"
+    category = "llmgate",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessPolicySpec {
+    #[schemars(length(min = 1, max = 256))]
     pub rules: Vec<RuleSpec>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.models) && size(self.models) > 0) || has(self.modelSelector)").message("a rule needs models or a modelSelector"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
     /// Named in audit records and errors; defaults to `rule-<index>`.
@@ -208,9 +260,11 @@ pub struct RuleSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub effect: EffectSpec,
+    #[schemars(length(min = 1, max = 256))]
     pub subjects: Vec<SubjectSpec>,
     /// Model names, or globs with `*` and `?`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
     pub models: Vec<String>,
     /// Models whose ModelEndpoint carries all these labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,14 +285,18 @@ pub struct LabelSelectorSpec {
 }
 
 /// Exactly one field set.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("[has(self.user), has(self.serviceAccount), has(self.team), has(self.group), has(self.apiKey), has(self.authenticated)].exists_one(x, x)").message("set exactly one of user, serviceAccount, team, group, apiKey, authenticated"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubjectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub service_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub team: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
