@@ -264,6 +264,17 @@ impl Gateway {
         }
     }
 
+    /// `POST /v1/chat/completions` with the test key; the caller reads the (SSE) body.
+    pub async fn chat_stream(&self, body: &Value) -> http::Response<Incoming> {
+        self.send(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string()),
+            Some(TEST_KEY),
+        )
+        .await
+    }
+
     /// A request whose response body the caller reads itself (streams).
     pub async fn send(
         &self,

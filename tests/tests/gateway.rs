@@ -6,12 +6,18 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use llmgate_tests::fake::FakeUpstream;
 use llmgate_tests::harness::{
-    Gateway, SseReader, TEST_KEY, UPSTREAM_KEY, access_yaml, endpoint_yaml, free_port,
+    Gateway, SseReader, UPSTREAM_KEY, access_yaml, endpoint_yaml, free_port,
 };
 use serde_json::{Value, json};
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+fn streamed(model: &str, text: &str) -> Value {
+    let mut req = chat(model, text);
+    req["stream"] = json!(true);
+    req
 }
 
 async fn fake() -> FakeUpstream {
@@ -97,16 +103,8 @@ async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked
     let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:150", &[up.base_url()], "");
     let gw = Gateway::start(&cfg, &[]).await;
 
-    let mut req = chat("slow", "one two three four five");
-    req["stream"] = json!(true);
-    let resp = gw
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(req.to_string()),
-            Some(TEST_KEY),
-        )
-        .await;
+    let mut req = streamed("slow", "one two three four five");
+    let resp = gw.chat_stream(&req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         resp.headers()["content-type"]
@@ -140,14 +138,7 @@ async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked
     );
 
     req["stream_options"] = json!({"include_usage": true});
-    let resp = gw
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(req.to_string()),
-            Some(TEST_KEY),
-        )
-        .await;
+    let resp = gw.chat_stream(&req).await;
     let events = SseReader::new(resp.into_body()).all().await;
     let usage_chunk: Value =
         serde_json::from_str(&events[events.len() - 2]).expect("usage chunk is JSON");
@@ -178,18 +169,10 @@ async fn tool_call_fragments_stream_through_intact() {
     let up = fake().await;
     let cfg = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
     let gw = Gateway::start(&cfg, &[]).await;
-    let mut req = chat("m", "weather?");
-    req["stream"] = json!(true);
+    let mut req = streamed("m", "weather?");
     req["tools"] =
         json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-    let resp = gw
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(req.to_string()),
-            Some(TEST_KEY),
-        )
-        .await;
+    let resp = gw.chat_stream(&req).await;
     let events = SseReader::new(resp.into_body()).all().await;
     let mut args = String::new();
     let mut ids = 0;
@@ -209,16 +192,8 @@ async fn client_disconnect_mid_stream_cancels_the_upstream() {
     let up = fake().await;
     let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:200", &[up.base_url()], "");
     let gw = Gateway::start(&cfg, &[]).await;
-    let mut req = chat("slow", "a b c d e f g h i j k l");
-    req["stream"] = json!(true);
-    let resp = gw
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(req.to_string()),
-            Some(TEST_KEY),
-        )
-        .await;
+    let req = streamed("slow", "a b c d e f g h i j k l");
+    let resp = gw.chat_stream(&req).await;
     let mut sse = SseReader::new(resp.into_body());
     assert!(sse.next().await.is_some());
     drop(sse); // the client goes away
@@ -384,16 +359,8 @@ async fn an_upstream_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let up = fake().await;
     let cfg = access_yaml() + &endpoint_yaml("m", "drop-mid-stream", &[up.base_url()], "");
     let gw = Gateway::start(&cfg, &[]).await;
-    let mut req = chat("m", "a b c d");
-    req["stream"] = json!(true);
-    let resp = gw
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(req.to_string()),
-            Some(TEST_KEY),
-        )
-        .await;
+    let req = streamed("m", "a b c d");
+    let resp = gw.chat_stream(&req).await;
     let events = SseReader::new(resp.into_body()).all().await;
     let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON");
     assert_eq!(last["error"]["code"], "bad_upstream_response", "{events:?}");
@@ -537,16 +504,8 @@ async fn graceful_shutdown_lets_a_running_stream_finish() {
     let up = fake().await;
     let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:100", &[up.base_url()], "");
     let mut gw = Gateway::start(&cfg, &["--shutdown-grace", "10s"]).await;
-    let mut req = chat("slow", "a b c d e f");
-    req["stream"] = json!(true);
-    let resp = gw
-        .send(
-            "POST",
-            "/v1/chat/completions",
-            Some(req.to_string()),
-            Some(TEST_KEY),
-        )
-        .await;
+    let req = streamed("slow", "a b c d e f");
+    let resp = gw.chat_stream(&req).await;
     let mut sse = SseReader::new(resp.into_body());
     assert!(sse.next().await.is_some());
     let pid = gw.pid().to_string();
