@@ -596,3 +596,41 @@ async fn the_openai_provider_passes_embeddings_encoding_through() {
     assert_eq!(records[0]["provider"], "openai");
     assert_eq!(records[0]["usage"]["prompt_tokens"], 2);
 }
+
+#[tokio::test]
+async fn a_caller_hanging_up_before_the_answer_is_recorded_and_the_upstream_call_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("slow", "slow-first-byte:3000", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let body = chat("slow", "are you there?").to_string();
+    let mut conn = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        llmgate_tests::harness::TEST_KEY,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    conn.write_all(body.as_bytes()).await.expect("write body");
+    // Wait until the gateway's call reached the upstream, then hang up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.stats.chat.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hung_up = Instant::now();
+    drop(conn);
+    let records = gw.audit_until(1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["error_reason"], "client_disconnected");
+    assert_eq!(records[0]["status"], 499);
+    assert!(
+        hung_up.elapsed() < Duration::from_millis(2500),
+        "recorded when the caller left, not when the upstream answered"
+    );
+}
