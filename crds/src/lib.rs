@@ -7,9 +7,11 @@
 //! - [`resources`]: the user-facing types, as written in Git and stored by the API server.
 //! - [`parse`]: multi-document YAML text → typed resources, with the file and field of any error.
 //! - [`compile`]: resources (+ resolved secrets) → snapshot and per-resource errors. No I/O.
+//! - [`files`]: a directory of YAML → snapshot, for everything that reads files.
 
 pub mod compile;
 pub mod duration;
+pub mod files;
 pub mod parse;
 pub mod resources;
 

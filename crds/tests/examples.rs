@@ -2,7 +2,7 @@
 //! the API server would check it on `kubectl apply`: the OpenAPI schema (types, enums, patterns,
 //! sizes, unknown fields) and the CEL rules (evaluated by kube's client-side CEL).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
@@ -125,29 +125,13 @@ fn problems(object: &Value) -> Vec<String> {
     errors
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir)
-        .expect("readable directory")
-        .flatten()
-    {
-        let p = entry.path();
-        if p.is_dir() {
-            yaml_files(&p, out);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn every_example_in_config_passes_the_crd_schemas_and_rules() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let mut files = Vec::new();
-    yaml_files(&root, &mut files);
+    let files = llmgate_crds::files::read_dir(&root).expect("config/ is readable");
     let mut checked = 0;
     let mut failures = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("readable");
+    for (file, text) in files {
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let v: Value = Value::deserialize(doc).expect("valid YAML");
             if !v["apiVersion"]
@@ -161,9 +145,7 @@ fn every_example_in_config_passes_the_crd_schemas_and_rules() {
             for p in problems(&v) {
                 failures.push(format!(
                     "{}: {} {}: {p}",
-                    file.display(),
-                    v["kind"],
-                    v["metadata"]["name"]
+                    file, v["kind"], v["metadata"]["name"]
                 ));
             }
         }

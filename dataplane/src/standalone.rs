@@ -7,16 +7,14 @@
 //! field) goes to the log, `/readyz` and `llmgate_config_last_reload_successful`. A secret that
 //! is not set is not a mistake in the YAML: its resource is left out with a warning.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use llmgate_crds::{Reason, Resources, SecretKeyRef, compile, parse_documents};
-use llmgate_snapshot::{Secret, Snapshot};
+use llmgate_crds::files::{self, Loaded, Problem};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::state::{Gateway, Problem};
+use crate::state::Gateway;
 
 /// The quickstart configuration, compiled into the binary so it runs with no files at all.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -46,12 +44,6 @@ impl ConfigSource {
     }
 }
 
-/// A compiled configuration ready to apply, with what was left out for missing secrets.
-pub struct Loaded {
-    pub snapshot: Snapshot,
-    pub warnings: Vec<Problem>,
-}
-
 /// Reads, parses and compiles. Blocking file I/O: call from `spawn_blocking`.
 pub fn load(source: &ConfigSource, secrets_dir: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     let files: Vec<(String, String)> = match source {
@@ -59,142 +51,9 @@ pub fn load(source: &ConfigSource, secrets_dir: Option<&Path>) -> Result<Loaded,
             .iter()
             .map(|(n, t)| ((*n).to_string(), (*t).to_string()))
             .collect(),
-        ConfigSource::Dir(dir) => read_dir(dir)?,
+        ConfigSource::Dir(dir) => files::read_dir(dir)?,
     };
-    let mut resources = Resources::default();
-    let mut origin: BTreeMap<String, String> = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (file, text) in &files {
-        match parse_documents(text) {
-            Ok(docs) => {
-                for d in docs {
-                    origin.insert(resource_label(&d), file.clone());
-                    resources.push(d);
-                }
-            }
-            Err(e) => problems.push(Problem {
-                file: Some(file.clone()),
-                resource: e.resource.clone(),
-                field: e.field.clone(),
-                reason: "Invalid".into(),
-                message: format!("document {}: {}", e.document, e.message),
-            }),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    resources.secrets = resolve_secrets(&resources.secret_refs(), secrets_dir);
-    let compiled = compile(&resources);
-    let (warnings, errors): (Vec<_>, Vec<_>) = compiled
-        .errors
-        .into_iter()
-        .map(|e| {
-            let resource = e.resource.to_string();
-            (
-                e.reason,
-                Problem {
-                    file: origin.get(&resource).cloned(),
-                    resource: Some(resource),
-                    field: e.field,
-                    reason: e.reason.as_str().into(),
-                    message: e.message,
-                },
-            )
-        })
-        .partition(|(r, _)| *r == Reason::MissingSecret);
-    if !errors.is_empty() {
-        return Err(errors.into_iter().map(|(_, p)| p).collect());
-    }
-    Ok(Loaded {
-        snapshot: compiled.snapshot,
-        warnings: warnings.into_iter().map(|(_, p)| p).collect(),
-    })
-}
-
-fn resource_label(r: &llmgate_crds::Resource) -> String {
-    use llmgate_crds::Resource;
-    let (kind, meta) = match r {
-        Resource::ModelEndpoint(x) => ("ModelEndpoint", &x.metadata),
-        Resource::AccessPolicy(x) => ("AccessPolicy", &x.metadata),
-        Resource::ApiKey(x) => ("ApiKey", &x.metadata),
-    };
-    format!(
-        "{kind} {}/{}",
-        meta.namespace.as_deref().unwrap_or("default"),
-        meta.name.as_deref().unwrap_or("")
-    )
-}
-
-/// Every `*.yaml` / `*.yml` under `dir`, nested folders included, in a stable order. Hidden
-/// files and folders (editor swap files, `..data` of mounted ConfigMaps) are skipped.
-fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, Vec<Problem>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    let fail = |path: &Path, e: std::io::Error| {
-        vec![Problem {
-            file: Some(path.display().to_string()),
-            resource: None,
-            field: String::new(),
-            reason: "Unreadable".into(),
-            message: e.to_string(),
-        }]
-    };
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| fail(&d, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| fail(&d, e))?;
-            let path = entry.path();
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else if matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            ) {
-                let text = std::fs::read_to_string(&path).map_err(|e| fail(&path, e))?;
-                out.push((path.display().to_string(), text));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Standalone secrets: the file `DIR/<secret>/<key>` when a secrets directory is given and has
-/// it, else the environment variable `<SECRET>_<KEY>` (upper case, other characters as `_`).
-pub fn resolve_secrets(
-    refs: &std::collections::BTreeSet<SecretKeyRef>,
-    secrets_dir: Option<&Path>,
-) -> BTreeMap<SecretKeyRef, Secret> {
-    let mut out = BTreeMap::new();
-    for r in refs {
-        let from_file = secrets_dir
-            .map(|d| d.join(&r.name).join(&r.key))
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string());
-        let value = from_file.or_else(|| std::env::var(env_name(r)).ok());
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            out.insert(r.clone(), Secret::new(v));
-        }
-    }
-    out
-}
-
-pub fn env_name(r: &SecretKeyRef) -> String {
-    format!("{}_{}", r.name, r.key)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    files::compile_files(&files, secrets_dir)
 }
 
 /// Loads and applies once; on failure logs every problem and records the rejection.
@@ -276,16 +135,6 @@ pub async fn watch(gw: Arc<Gateway>, dir: PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_names_follow_the_documented_rule() {
-        let r = SecretKeyRef {
-            namespace: "default".into(),
-            name: "openai".into(),
-            key: "api-key".into(),
-        };
-        assert_eq!(env_name(&r), "OPENAI_API_KEY");
-    }
 
     #[test]
     fn every_example_directory_compiles() {

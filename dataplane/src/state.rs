@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use llmgate_crds::files::Problem;
 use llmgate_snapshot::Snapshot;
 use serde::Serialize;
 
@@ -44,33 +45,6 @@ pub struct ConfigStatus {
 pub struct ReloadFailure {
     pub at: String,
     pub problems: Vec<Problem>,
-}
-
-/// One thing wrong with the configuration, located as precisely as known.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    pub field: String,
-    pub reason: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{file}: ")?;
-        }
-        if let Some(r) = &self.resource {
-            write!(f, "{r}: ")?;
-        }
-        if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
-        }
-        write!(f, "{}", self.message)
-    }
 }
 
 impl Gateway {
