@@ -5,7 +5,9 @@
 //! [`crate::compile`] itself stays pure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use llmgate_snapshot::{Secret, Snapshot};
 use serde::Serialize;
@@ -185,6 +187,50 @@ pub fn env_name(r: &SecretKeyRef) -> String {
             }
         })
         .collect()
+}
+
+/// Watches directories (recursively) for changes. Dropping it stops the watch.
+pub struct DirWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Calls `on_change` once after every burst of changes under `paths` has been quiet for
+/// `debounce` (editors write, rename and chmod in quick succession; a ConfigMap update swaps a
+/// symlink). The callback runs on a thread of its own; hand the work to an async task from it.
+pub fn watch_dirs(
+    paths: &[PathBuf],
+    debounce: Duration,
+    mut on_change: impl FnMut() + Send + 'static,
+) -> notify::Result<DirWatcher> {
+    use notify::Watcher;
+    let (tx, rx) = mpsc::channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    for p in paths {
+        watcher.watch(p, notify::RecursiveMode::Recursive)?;
+    }
+    std::thread::Builder::new()
+        .name("llmgate-watch".into())
+        .spawn(move || {
+            // Ends when the watcher (and with it the sender) is dropped.
+            while rx.recv().is_ok() {
+                loop {
+                    match rx.recv_timeout(debounce) {
+                        Ok(()) => continue,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                on_change();
+            }
+        })
+        .map_err(|e| notify::Error::generic(&e.to_string()))?;
+    Ok(DirWatcher { _watcher: watcher })
 }
 
 #[cfg(test)]

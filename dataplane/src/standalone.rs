@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use llmgate_crds::files::{self, Loaded, Problem};
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::state::Gateway;
@@ -96,38 +95,19 @@ pub async fn reload(gw: &Arc<Gateway>, source: &ConfigSource) -> bool {
 /// Watches the config (and secrets) directory and reloads after each burst of changes.
 pub async fn watch(gw: Arc<Gateway>, dir: PathBuf) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handler = move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && !matches!(ev.kind, notify::EventKind::Access(_))
-        {
-            let _ = tx.send(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
+    let mut paths = vec![dir.clone()];
+    paths.extend(gw.settings.secrets_dir.clone());
+    let _watcher = match files::watch_dirs(&paths, gw.settings.reload_debounce, move || {
+        let _ = tx.send(());
+    }) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot watch the configuration directory; changes will not be applied");
             return;
         }
     };
-    let mut paths = vec![dir.clone()];
-    paths.extend(gw.settings.secrets_dir.clone());
-    for p in &paths {
-        if let Err(e) = watcher.watch(p, RecursiveMode::Recursive) {
-            tracing::error!(path = %p.display(), error = %e, "cannot watch directory");
-        }
-    }
     let source = ConfigSource::Dir(dir);
-    let debounce = gw.settings.reload_debounce;
     while rx.recv().await.is_some() {
-        // Let the burst settle (editors write, rename and chmod in quick succession).
-        loop {
-            match tokio::time::timeout(debounce, rx.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) => return,
-                Err(_) => break,
-            }
-        }
         reload(&gw, &source).await;
     }
 }
