@@ -7,6 +7,8 @@
 //! no-op updates. Secrets resolved at compile time travel inside the snapshot as [`Secret`],
 //! whose `Debug` never prints the value.
 
+pub mod distribution;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

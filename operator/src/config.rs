@@ -1,0 +1,62 @@
+//! Command-line flags of `llmgate-operator`; every flag is also an `LLMGATE_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "llmgate-operator",
+    version,
+    about = "llmgate operator: compiles llmgate resources into one snapshot and pushes it to every data plane"
+)]
+pub struct Settings {
+    /// Where the desired state comes from. `dir:PATH`: the llmgate YAML under PATH, watched
+    /// (GitOps without a cluster, development, VMs).
+    #[arg(long, env = "LLMGATE_SOURCE", value_parser = source)]
+    pub source: SourceSpec,
+
+    /// Secrets for the directory source: a reference to key K of secret S reads DIR/S/K, else
+    /// the environment variable S_K (upper case, other characters as `_`).
+    #[arg(long, env = "LLMGATE_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
+    /// Address data planes subscribe to.
+    #[arg(
+        long,
+        env = "LLMGATE_DISTRIBUTION_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub distribution_listen: SocketAddr,
+
+    /// Address of /healthz, /readyz, /metrics and /dataplanes.
+    #[arg(long, env = "LLMGATE_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
+    pub admin_listen: SocketAddr,
+
+    /// File holding the bearer token data planes must present (trailing newline ignored).
+    #[arg(long, env = "LLMGATE_TOKEN_FILE")]
+    pub token_file: PathBuf,
+
+    /// Quiet time after a change before compiling, so a burst of edits is one compile.
+    #[arg(long, env = "LLMGATE_DEBOUNCE", default_value = "200ms", value_parser = duration)]
+    pub debounce: Duration,
+}
+
+/// A source of desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Dir(PathBuf),
+}
+
+fn source(s: &str) -> Result<SourceSpec, String> {
+    match s.split_once(':') {
+        Some(("dir", path)) if !path.is_empty() => Ok(SourceSpec::Dir(PathBuf::from(path))),
+        _ => Err(format!("unknown source {s:?}; expected dir:PATH")),
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    llmgate_crds::duration::parse_millis(s).map(Duration::from_millis)
+}

@@ -1,0 +1,285 @@
+//! llmgate operator: the control loop that turns desired state into one snapshot for the fleet.
+//!
+//! `sources/` read the desired state (a directory of YAML today); [`compile`] turns it into a
+//! snapshot with `llmgate_crds` and publishes it only when its content hash changed;
+//! [`distribute`] streams every published version to subscribed data planes and records their
+//! acknowledgements in the [`fleet`]; [`admin`] shows all of it.
+
+pub mod admin;
+pub mod compile;
+pub mod config;
+pub mod distribute;
+pub mod fleet;
+pub mod sources;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use llmgate_crds::files::Problem;
+use llmgate_snapshot::Snapshot;
+use llmgate_snapshot::distribution::Message;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Settings, SourceSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot read the token file {path}: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the token file {0} is empty")]
+    EmptyToken(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A snapshot as it is handed out: the message line is serialized once per version and shared
+/// by every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    pub line: Bytes,
+    pub at: jiff::Timestamp,
+}
+
+impl Published {
+    pub fn new(snapshot: Snapshot) -> Published {
+        let snapshot = Arc::new(snapshot);
+        let msg = Message::Snapshot {
+            snapshot: Box::new((*snapshot).clone()),
+        };
+        let mut line = serde_json::to_vec(&msg).unwrap_or_default();
+        line.push(b'\n');
+        Published {
+            snapshot,
+            line: Bytes::from(line),
+            at: jiff::Timestamp::now(),
+        }
+    }
+}
+
+/// What `/readyz` says about the source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub version: Option<String>,
+    pub published_at: Option<String>,
+    /// Set while the latest change is rejected; the last good snapshot is still distributed.
+    pub last_error: Option<Vec<Problem>>,
+    pub warnings: Vec<Problem>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub snapshot_info: Family<VersionLabel, Gauge>,
+    pub compiles: Family<ResultLabel, Counter>,
+    pub last_compile_ok: Gauge,
+    pub dataplanes: Family<VersionLabel, Gauge>,
+    pub connected: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("llmgate_operator");
+        let snapshot_info = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "snapshot_info",
+            "The snapshot being distributed (value 1)",
+            snapshot_info.clone(),
+        );
+        let compiles = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "compiles",
+            "Compiles by result (published, unchanged, failed)",
+            compiles.clone(),
+        );
+        let last_compile_ok = Gauge::default();
+        registry.register(
+            "last_compile_successful",
+            "1 when the last change compiled, 0 when it was rejected",
+            last_compile_ok.clone(),
+        );
+        let dataplanes = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "dataplanes",
+            "Known data planes by the snapshot version they run",
+            dataplanes.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "dataplane_connections",
+            "Data planes subscribed right now",
+            connected.clone(),
+        );
+        Metrics {
+            registry,
+            snapshot_info,
+            compiles,
+            last_compile_ok,
+            dataplanes,
+            connected,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The operator's shared state.
+pub struct Operator {
+    published: watch::Sender<Option<Arc<Published>>>,
+    token: String,
+    pub fleet: fleet::Fleet,
+    pub metrics: Metrics,
+    status: Mutex<SourceStatus>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Operator {
+    pub fn new(token: String, source: String) -> Arc<Operator> {
+        Arc::new(Operator {
+            published: watch::Sender::new(None),
+            token,
+            fleet: fleet::Fleet::default(),
+            metrics: Metrics::new(),
+            status: Mutex::new(SourceStatus {
+                source,
+                ..SourceStatus::default()
+            }),
+            shutdown: watch::Sender::new(false),
+        })
+    }
+
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.published.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.published.subscribe()
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        self.status_mut().clone()
+    }
+
+    fn status_mut(&self) -> std::sync::MutexGuard<'_, SourceStatus> {
+        match self.status.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Whether `token` is the accepted bearer token (constant-time compare).
+    pub fn token_ok(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        token.len() == self.token.len() && bool::from(token.as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    pub fn shutting_down(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let token =
+        std::fs::read_to_string(&settings.token_file).map_err(|source| RunError::Token {
+            path: settings.token_file.display().to_string(),
+            source,
+        })?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(RunError::EmptyToken(
+            settings.token_file.display().to_string(),
+        ));
+    }
+    let SourceSpec::Dir(dir) = &settings.source;
+    let op = Operator::new(token, format!("dir:{}", dir.display()));
+
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })
+    };
+    let dist = bind(settings.distribution_listen).await?;
+    let admin = bind(settings.admin_listen).await?;
+    tracing::info!(
+        distribution = %settings.distribution_listen,
+        admin = %settings.admin_listen,
+        source = %op.status().source,
+        "llmgate operator running"
+    );
+
+    let source = tokio::spawn(sources::dir::run(
+        Arc::clone(&op),
+        dir.clone(),
+        settings.secrets_dir.clone(),
+        settings.debounce,
+    ));
+    let mut stop = op.shutting_down();
+    let dist_server = axum::serve(dist, distribute::router(Arc::clone(&op)))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let mut stop = op.shutting_down();
+    let admin_server =
+        axum::serve(admin, admin::router(Arc::clone(&op))).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let op_for_signal = Arc::clone(&op);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        op_for_signal.shutdown.send_replace(true);
+    });
+    let (a, b) = tokio::join!(dist_server.into_future(), admin_server.into_future());
+    source.abort();
+    a.map_err(RunError::Serve)?;
+    b.map_err(RunError::Serve)?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
