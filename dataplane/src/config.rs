@@ -15,8 +15,30 @@ use clap::Parser;
 pub struct Settings {
     /// Standalone mode: serve the llmgate YAML under this directory and apply edits as they
     /// are saved. Without it the embedded quickstart configuration is served.
-    #[arg(long, env = "LLMGATE_CONFIG_DIR")]
+    #[arg(long, env = "LLMGATE_CONFIG_DIR", conflicts_with = "control_plane")]
     pub config_dir: Option<PathBuf>,
+
+    /// Operator mode: subscribe to the operator's snapshot stream at this URL (for example
+    /// `http://llmgate-operator:8081`) instead of reading files.
+    #[arg(
+        long,
+        env = "LLMGATE_CONTROL_PLANE",
+        requires = "control_plane_token_file"
+    )]
+    pub control_plane: Option<String>,
+
+    /// File holding the bearer token the operator accepts.
+    #[arg(long, env = "LLMGATE_CONTROL_PLANE_TOKEN_FILE")]
+    pub control_plane_token_file: Option<PathBuf>,
+
+    /// Where the last applied snapshot is kept, so a restart serves it even when the operator
+    /// is unreachable.
+    #[arg(long, env = "LLMGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// This data plane's name towards the operator; defaults to $HOSTNAME.
+    #[arg(long, env = "LLMGATE_NODE_NAME")]
+    pub node_name: Option<String>,
 
     /// Directory of secrets for standalone mode: a reference to key K of secret S reads the
     /// file DIR/S/K. Without the file, the environment variable S_K (upper case, `-` and `.`

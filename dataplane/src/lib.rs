@@ -5,11 +5,12 @@
 //! `account` (usage, cost, metrics, audit record).
 //!
 //! Configuration: [`standalone`] reads a directory of llmgate YAML and compiles it with
-//! `llmgate_crds::compile`; [`state::Gateway::apply`] swaps the [`runtime::Runtime`] built from
-//! the snapshot.
+//! `llmgate_crds::compile`, or [`control_plane`] subscribes to the operator's snapshots;
+//! either way [`state::Gateway::apply`] swaps the [`runtime::Runtime`] built from the snapshot.
 
 pub mod audit;
 pub mod config;
+pub mod control_plane;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -41,6 +42,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("operator mode: {0}")]
+    ControlPlane(control_plane::SubscribeError),
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
         path: String,
@@ -55,25 +58,60 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             path: settings.audit_log.clone(),
             source,
         })?;
-    let source = match &settings.config_dir {
-        Some(d) => ConfigSource::Dir(d.clone()),
-        None => ConfigSource::Embedded,
+    let mut background = Vec::new();
+    let (gw, described) = match &settings.control_plane {
+        Some(url) => {
+            let node = settings
+                .node_name
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "llmgate-dataplane".into());
+            let token_file = settings
+                .control_plane_token_file
+                .clone()
+                .unwrap_or_default();
+            let sub =
+                control_plane::Subscriber::new(url, &token_file, settings.state_dir.clone(), node)
+                    .map_err(RunError::ControlPlane)?;
+            let described = format!("control-plane:{url}");
+            let gw = Gateway::new(settings.clone(), audit, described.clone());
+            // Serve what the last run kept while the operator is (maybe) unreachable.
+            if let Some(kept) = sub.restore() {
+                tracing::info!(version = %kept.version, "serving the snapshot kept from the last run");
+                gw.apply(kept, vec![]);
+            }
+            background.push(tokio::spawn(sub.run(Arc::clone(&gw))));
+            (gw, described)
+        }
+        None => {
+            let source = match &settings.config_dir {
+                Some(d) => ConfigSource::Dir(d.clone()),
+                None => ConfigSource::Embedded,
+            };
+            let gw = Gateway::new(settings.clone(), audit, source.describe());
+            if !standalone::reload(&gw, &source).await {
+                let problems = gw
+                    .status()
+                    .last_error
+                    .map(|f| {
+                        f.problems
+                            .iter()
+                            .map(|p| format!("  - {p}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                return Err(RunError::Config(problems));
+            }
+            if let ConfigSource::Dir(dir) = &source {
+                background.push(tokio::spawn(standalone::watch(
+                    Arc::clone(&gw),
+                    dir.clone(),
+                )));
+            }
+            (gw, source.describe())
+        }
     };
-    let gw = Gateway::new(settings.clone(), audit, source.describe());
-    if !standalone::reload(&gw, &source).await {
-        let problems = gw
-            .status()
-            .last_error
-            .map(|f| {
-                f.problems
-                    .iter()
-                    .map(|p| format!("  - {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default();
-        return Err(RunError::Config(problems));
-    }
 
     let api = TcpListener::bind(settings.listen)
         .await
@@ -90,17 +128,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     tracing::info!(
         listen = %settings.listen,
         admin = %settings.admin_listen,
-        config = %source.describe(),
+        config = %described,
         "llmgate data plane serving"
     );
 
-    let mut background = Vec::new();
-    if let ConfigSource::Dir(dir) = &source {
-        background.push(tokio::spawn(standalone::watch(
-            Arc::clone(&gw),
-            dir.clone(),
-        )));
-    }
     background.push(tokio::spawn(pipeline::route::probe_ejected(Arc::clone(
         &gw,
     ))));

@@ -39,6 +39,9 @@ pub struct ConfigStatus {
     pub last_error: Option<ReloadFailure>,
     /// Resources left out for a reason that is not a mistake in the YAML (a secret not set).
     pub warnings: Vec<Problem>,
+    /// Operator mode: the state of the subscription (`subscribed`, or why it is reconnecting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +111,11 @@ impl Gateway {
             at: jiff::Timestamp::now().to_string(),
             problems,
         });
+    }
+
+    /// Operator mode: how the subscription is doing, for `/readyz`.
+    pub fn set_control_plane(&self, state: String) {
+        self.status_mut().control_plane = Some(state);
     }
 
     pub fn status(&self) -> ConfigStatus {

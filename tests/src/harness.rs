@@ -112,13 +112,42 @@ impl Gateway {
         let config_dir = tmp.path().join("config");
         std::fs::create_dir_all(&config_dir).expect("config dir");
         std::fs::write(config_dir.join("main.yaml"), config).expect("write config");
+        let mut args: Vec<String> = vec!["--config-dir".into(), config_dir.display().to_string()];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let mut gw = Gateway::launch(tmp, config_dir, args);
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Starts a gateway subscribed to an operator, keeping its state in `state_dir`. Does not
+    /// wait for readiness: callers decide what they expect.
+    pub fn start_subscribed(
+        operator_url: &str,
+        token_file: &Path,
+        state_dir: &Path,
+        node: &str,
+    ) -> Gateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let args = vec![
+            "--control-plane".to_string(),
+            operator_url.to_string(),
+            "--control-plane-token-file".into(),
+            token_file.display().to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--node-name".into(),
+            node.to_string(),
+        ];
+        let config_dir = tmp.path().join("unused");
+        Gateway::launch(tmp, config_dir, args)
+    }
+
+    fn launch(tmp: tempfile::TempDir, config_dir: PathBuf, args: Vec<String>) -> Gateway {
         let audit_log = tmp.path().join("audit.jsonl");
         let stderr_log = tmp.path().join("stderr.log");
         let addr = free_port();
         let admin = free_port();
         let child = Command::new(binary("llmgate-dataplane"))
-            .arg("--config-dir")
-            .arg(&config_dir)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--admin-listen")
@@ -126,7 +155,7 @@ impl Gateway {
             .arg("--audit-log")
             .arg(&audit_log)
             .args(["--reload-debounce", "50ms"])
-            .args(extra_args)
+            .args(&args)
             .env("UPSTREAM_API_KEY", UPSTREAM_KEY)
             .env("LLMGATE_LOG", "info,llmgate_dataplane=debug")
             .stdout(Stdio::null())
@@ -135,7 +164,7 @@ impl Gateway {
             .expect("start llmgate-dataplane");
         let mut client_builder = Client::builder(TokioExecutor::new());
         client_builder.pool_max_idle_per_host(64);
-        let mut gw = Gateway {
+        Gateway {
             child: Some(child),
             addr,
             admin,
@@ -144,12 +173,11 @@ impl Gateway {
             stderr_log,
             _tmp: tmp,
             client: client_builder.build(HttpConnector::new()),
-        };
-        gw.wait_ready().await;
-        gw
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self
@@ -369,5 +397,121 @@ impl SseReader {
             out.push(d);
         }
         out
+    }
+}
+
+/// A running `llmgate-operator` with the directory source.
+pub struct Operator {
+    child: Option<Child>,
+    pub dist: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_dir: PathBuf,
+    pub token_file: PathBuf,
+    stderr_log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+pub const OPERATOR_TOKEN: &str = "dp-token-7f3a";
+
+impl Operator {
+    /// Starts the operator on `config` with a token file holding [`OPERATOR_TOKEN`], and waits
+    /// until it publishes.
+    pub async fn start(config: &str) -> Operator {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config_dir = tmp.path().join("config");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        std::fs::write(config_dir.join("main.yaml"), config).expect("write config");
+        let token_file = tmp.path().join("token");
+        std::fs::write(&token_file, format!("{OPERATOR_TOKEN}\n")).expect("token");
+        let mut op = Operator {
+            child: None,
+            dist: free_port(),
+            admin: free_port(),
+            config_dir,
+            token_file,
+            stderr_log: tmp.path().join("operator.log"),
+            _tmp: tmp,
+        };
+        op.restart().await;
+        op
+    }
+
+    /// (Re)starts the process on the same ports and directory.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "operator already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("operator log");
+        let child = Command::new(binary("llmgate-operator"))
+            .arg("--source")
+            .arg(format!("dir:{}", self.config_dir.display()))
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .arg("--distribution-listen")
+            .arg(self.dist.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .args(["--debounce", "50ms"])
+            .env("UPSTREAM_API_KEY", UPSTREAM_KEY)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start llmgate-operator");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.admin_json("/readyz").await.map(|v| v["ready"] == true) != Some(true) {
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.dist)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn write_config(&self, file: &str, text: &str) {
+        let tmp = self.config_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_dir.join(file)).expect("rename config");
+    }
+
+    pub async fn admin_json(&self, path: &str) -> Option<Value> {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let req = Request::get(format!("http://{}{path}", self.admin))
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = client.request(req).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice(&body).ok()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -27,9 +27,15 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let loaded = st.applied_at.is_some();
     let draining = gw.is_draining();
     let ready = loaded && !draining;
+    let age_seconds = st
+        .applied_at
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| (jiff::Timestamp::now().as_second() - t.as_second()).max(0));
     let body = json!({
         "ready": ready,
         "draining": draining,
+        "snapshot_age_seconds": age_seconds,
         "config": st,
     });
     let status = if ready {

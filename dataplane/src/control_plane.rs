@@ -1,0 +1,288 @@
+//! Operator mode: subscribe to the operator's snapshot stream, apply each snapshot atomically
+//! (through [`Gateway::apply`], like every other source), keep the last one in the state
+//! directory, and acknowledge it. When the operator is away the data plane keeps serving what
+//! it has, across its own restarts too, and reconnects with backoff.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use llmgate_snapshot::distribution::{ACK_PATH, Ack, HEARTBEAT_SECS, Message, WATCH_PATH};
+use llmgate_snapshot::{Snapshot, SnapshotContent};
+
+use crate::state::Gateway;
+
+const STATE_FILE: &str = "snapshot.json";
+/// Largest snapshot message accepted.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("cannot read the control plane token file {path}: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the control plane URL {0:?} is not an http:// URL")]
+    Url(String),
+    #[error("cannot reach the operator: {0}")]
+    Connect(String),
+    #[error("the operator refused this data plane's token")]
+    Unauthorized,
+    #[error("the operator answered {0}")]
+    Status(StatusCode),
+    #[error("no message from the operator for {0} s")]
+    Silent(u64),
+    #[error("the stream broke: {0}")]
+    Stream(String),
+    #[error("the operator sent something that is not a message: {0}")]
+    Protocol(String),
+}
+
+pub struct Subscriber {
+    base: String,
+    token: String,
+    node: String,
+    state_dir: Option<PathBuf>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Subscriber {
+    pub fn new(
+        url: &str,
+        token_file: &Path,
+        state_dir: Option<PathBuf>,
+        node: String,
+    ) -> Result<Subscriber, SubscribeError> {
+        let base = url.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+            return Err(SubscribeError::Url(url.to_string()));
+        }
+        let token = std::fs::read_to_string(token_file)
+            .map_err(|source| SubscribeError::Token {
+                path: token_file.display().to_string(),
+                source,
+            })?
+            .trim()
+            .to_string();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.set_nodelay(true);
+        Ok(Subscriber {
+            base,
+            token,
+            node,
+            state_dir,
+            client: Client::builder(TokioExecutor::new()).build(http),
+        })
+    }
+
+    /// The snapshot kept by the last run, if there is one and it is intact.
+    pub fn restore(&self) -> Option<Snapshot> {
+        let path = self.state_dir.as_ref()?.join(STATE_FILE);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice::<Snapshot>(&bytes) {
+            Ok(s) if verified(&s) => Some(s),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "kept snapshot does not match its version; ignoring it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "kept snapshot is unreadable; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Subscribes for as long as the process runs, reconnecting with backoff.
+    pub async fn run(self, gw: Arc<Gateway>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.session(&gw).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    gw.set_control_plane("reconnecting: the operator closed the stream".into());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "operator subscription failed");
+                    gw.set_control_plane(format!("reconnecting: {e}"));
+                }
+            }
+            let jitter = Duration::from_millis(fastrand::u64(..=backoff.as_millis() as u64 / 4));
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One subscription, until the stream ends or fails.
+    async fn session(&self, gw: &Arc<Gateway>) -> Result<(), SubscribeError> {
+        let have = gw
+            .status()
+            .applied_at
+            .map(|_| gw.runtime().snapshot.version.clone());
+        let mut uri = format!("{}{WATCH_PATH}?node={}", self.base, urlencode(&self.node));
+        if let Some(v) = &have {
+            uri.push_str("&have=");
+            uri.push_str(&urlencode(v));
+        }
+        let req = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| SubscribeError::Connect(e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
+            .await
+            .map_err(|_| SubscribeError::Connect("no answer within 5 s".into()))?
+            .map_err(|e| SubscribeError::Connect(e.to_string()))?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(SubscribeError::Unauthorized);
+            }
+            s => return Err(SubscribeError::Status(s)),
+        }
+        tracing::info!(operator = %self.base, node = %self.node, "subscribed to the operator");
+        gw.set_control_plane("subscribed".into());
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::new();
+        let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
+        loop {
+            let frame = tokio::time::timeout(silence, body.frame())
+                .await
+                .map_err(|_| SubscribeError::Silent(silence.as_secs()))?;
+            let Some(frame) = frame else {
+                return Ok(());
+            };
+            let frame = frame.map_err(|e| SubscribeError::Stream(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line = buf.split_to(pos + 1);
+                self.handle(gw, &line[..pos]).await?;
+            }
+            if buf.len() > MAX_LINE {
+                return Err(SubscribeError::Protocol(
+                    "message larger than 64 MiB".into(),
+                ));
+            }
+        }
+    }
+
+    async fn handle(&self, gw: &Arc<Gateway>, line: &[u8]) -> Result<(), SubscribeError> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let msg: Message =
+            serde_json::from_slice(line).map_err(|e| SubscribeError::Protocol(e.to_string()))?;
+        match msg {
+            Message::Heartbeat => Ok(()),
+            Message::Current { version } => {
+                self.ack(Ack {
+                    node: self.node.clone(),
+                    version,
+                    applied: true,
+                    error: None,
+                });
+                Ok(())
+            }
+            Message::Snapshot { snapshot } => {
+                let snapshot = *snapshot;
+                let version = snapshot.version.clone();
+                if !verified(&snapshot) {
+                    tracing::error!(%version, "snapshot does not match its version; not applied");
+                    self.ack(Ack {
+                        node: self.node.clone(),
+                        version: gw.runtime().snapshot.version.clone(),
+                        applied: false,
+                        error: Some(format!("snapshot {version} does not match its content")),
+                    });
+                    return Ok(());
+                }
+                self.persist(&snapshot).await;
+                if gw.apply(snapshot, vec![]) {
+                    tracing::info!(%version, "snapshot applied");
+                }
+                self.ack(Ack {
+                    node: self.node.clone(),
+                    version,
+                    applied: true,
+                    error: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the snapshot next to the old one and renames it over: a crash never leaves half
+    /// a file.
+    async fn persist(&self, snapshot: &Snapshot) {
+        let Some(dir) = self.state_dir.clone() else {
+            return;
+        };
+        let Ok(bytes) = serde_json::to_vec(snapshot) else {
+            return;
+        };
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, dir.join(STATE_FILE))
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = result.map_err(std::io::Error::other) {
+            tracing::warn!(error = %e, "cannot keep the snapshot in the state directory");
+        }
+    }
+
+    /// Reports what was applied; best effort, never blocks the stream.
+    fn ack(&self, ack: Ack) {
+        let Ok(body) = serde_json::to_vec(&ack) else {
+            return;
+        };
+        let req = Request::post(format!("{}{ACK_PATH}", self.base))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)));
+        let Ok(req) = req else {
+            return;
+        };
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+                Ok(Ok(r)) if r.status().is_success() => {}
+                Ok(Ok(r)) => {
+                    tracing::warn!(status = %r.status(), "operator refused the acknowledgement")
+                }
+                _ => tracing::warn!("acknowledgement did not reach the operator"),
+            }
+        });
+    }
+}
+
+/// Whether the snapshot's version is the hash of its content (not cut short or edited).
+fn verified(s: &Snapshot) -> bool {
+    let content = SnapshotContent {
+        endpoints: s.endpoints.clone(),
+        api_keys: s.api_keys.clone(),
+        policies: s.policies.clone(),
+    };
+    Snapshot::new(content).version == s.version
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! The operator with `--source dir:` and two real data planes subscribed to it.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use llmgate_tests::harness::{Gateway, OPERATOR_TOKEN, Operator, access_yaml};
+use serde_json::json;
+
+fn mock(name: &str) -> String {
+    format!(
+        "\n---\napiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: {name}}}\nspec: {{model: {name}, provider: mock}}\n"
+    )
+}
+
+async fn serves(gw: &Gateway, model: &str) -> bool {
+    let r = gw
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    r.status == StatusCode::OK
+}
+
+async fn version(gw: &Gateway) -> String {
+    gw.readyz().await["config"]["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until every gateway serves `model`; returns how long that took.
+async fn until_all_serve(gws: &[&Gateway], model: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    for gw in gws {
+        while !serves(gw, model).await {
+            assert!(
+                start.elapsed() < limit,
+                "{model} not served after {limit:?}:\n{}",
+                gw.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn two_data_planes_follow_the_operator_and_outlive_it() {
+    let mut op = Operator::start(&(access_yaml() + &mock("m1"))).await;
+    let state_a = tempfile::tempdir().expect("state dir");
+    let state_b = tempfile::tempdir().expect("state dir");
+    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, state_a.path(), "dp-a");
+    let mut b = Gateway::start_subscribed(&op.url(), &op.token_file, state_b.path(), "dp-b");
+    a.wait_ready().await;
+    b.wait_ready().await;
+    until_all_serve(&[&a, &b], "m1", Duration::from_secs(5)).await;
+
+    // An edit reaches both data planes within a second.
+    op.write_config("m2.yaml", &mock("m2"));
+    let took = until_all_serve(&[&a, &b], "m2", Duration::from_secs(1)).await;
+    eprintln!("both data planes served the change after {took:?}");
+    let v2 = version(&a).await;
+    assert_eq!(version(&b).await, v2);
+    // ... and the operator knows who runs what.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let fleet = op.admin_json("/dataplanes").await.unwrap_or_default();
+        let nodes = fleet["dataplanes"].as_array().cloned().unwrap_or_default();
+        let on_v2 = nodes
+            .iter()
+            .filter(|d| {
+                d["version"] == v2.as_str() && d["connected"] == true && d["applied"] == true
+            })
+            .count();
+        if on_v2 == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fleet view: {fleet}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A broken edit: reported by the operator, both keep serving the last good snapshot.
+    op.write_config("broken.yaml", "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: x}\nspec: {model: x, provider: nope}\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = op.admin_json("/readyz").await.unwrap_or_default();
+        if !ready["source"]["last_error"].is_null() {
+            assert_eq!(ready["source"]["last_error"][0]["field"], "spec.provider");
+            break;
+        }
+        assert!(Instant::now() < deadline, "rejection not reported: {ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(version(&a).await, v2);
+    assert!(serves(&a, "m2").await && serves(&b, "m2").await);
+
+    // The operator goes away: both keep serving.
+    op.stop();
+    assert!(serves(&a, "m1").await && serves(&b, "m2").await);
+
+    // A data plane restarted while the operator is down serves the snapshot it kept.
+    drop(a);
+    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, state_a.path(), "dp-a");
+    a.wait_ready().await;
+    assert_eq!(version(&a).await, v2);
+    assert!(serves(&a, "m2").await);
+    assert!(
+        a.readyz().await["config"]["control_plane"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("reconnecting"),
+        "{}",
+        a.readyz().await
+    );
+
+    // The operator returns (the broken file fixed meanwhile): both resubscribe and converge.
+    std::fs::remove_file(op.config_dir.join("broken.yaml")).expect("remove broken file");
+    op.write_config("m3.yaml", &mock("m3"));
+    op.restart().await;
+    until_all_serve(&[&a, &b], "m3", Duration::from_secs(15)).await;
+    assert_eq!(version(&a).await, version(&b).await);
+    assert_eq!(a.readyz().await["config"]["control_plane"], "subscribed");
+}
+
+#[tokio::test]
+async fn a_data_plane_with_a_wrong_token_is_refused_and_gets_nothing() {
+    let op = Operator::start(&(access_yaml() + &mock("m1"))).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let bad_token = dir.path().join("token");
+    std::fs::write(&bad_token, format!("{OPERATOR_TOKEN}-wrong")).expect("token");
+    let gw = Gateway::start_subscribed(&op.url(), &bad_token, dir.path(), "intruder");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((status, body)) = gw.admin_get("/readyz").await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["config"]["control_plane"]
+                .as_str()
+                .unwrap_or("")
+                .contains("refused")
+            {
+                assert_eq!(
+                    status,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no snapshot, not ready"
+                );
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "never refused:\n{}", gw.stderr());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!serves(&gw, "m1").await, "nothing was received");
+    assert!(!dir.path().join("snapshot.json").exists());
+    let fleet = op.admin_json("/dataplanes").await.unwrap_or_default();
+    assert_eq!(fleet["dataplanes"], json!([]), "{fleet}");
+    assert!(
+        op.stderr()
+            .contains("refused a data plane without a valid token")
+    );
+}
