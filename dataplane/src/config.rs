@@ -27,6 +27,11 @@ pub struct Settings {
     )]
     pub control_plane: Option<String>,
 
+    /// PEM CA certificate(s) to verify an `https://` operator with, instead of the public
+    /// web roots.
+    #[arg(long, env = "LLMGATE_CONTROL_PLANE_CA")]
+    pub control_plane_ca: Option<PathBuf>,
+
     /// File holding the bearer token the operator accepts.
     #[arg(long, env = "LLMGATE_CONTROL_PLANE_TOKEN_FILE")]
     pub control_plane_token_file: Option<PathBuf>,

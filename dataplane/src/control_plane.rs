@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -29,8 +30,10 @@ pub enum SubscribeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("the control plane URL {0:?} is not an http:// URL")]
+    #[error("the control plane URL {0:?} is not an http:// or https:// URL")]
     Url(String),
+    #[error("cannot use the CA file {path}: {message}")]
+    Ca { path: String, message: String },
     #[error("cannot reach the operator: {0}")]
     Connect(String),
     #[error("the operator refused this data plane's token")]
@@ -50,18 +53,21 @@ pub struct Subscriber {
     token: String,
     node: String,
     state_dir: Option<PathBuf>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Subscriber {
     pub fn new(
         url: &str,
         token_file: &Path,
+        ca_file: Option<&Path>,
         state_dir: Option<PathBuf>,
         node: String,
     ) -> Result<Subscriber, SubscribeError> {
         let base = url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || base.parse::<http::Uri>().is_err()
+        {
             return Err(SubscribeError::Url(url.to_string()));
         }
         let token = std::fs::read_to_string(token_file)
@@ -74,12 +80,19 @@ impl Subscriber {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_secs(2)));
         http.set_nodelay(true);
+        http.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new();
+        let builder = match ca_file {
+            Some(path) => builder.with_tls_config(tls_config(path)?),
+            None => builder.with_webpki_roots(),
+        };
+        let https = builder.https_or_http().enable_http1().wrap_connector(http);
         Ok(Subscriber {
             base,
             token,
             node,
             state_dir,
-            client: Client::builder(TokioExecutor::new()).build(http),
+            client: Client::builder(TokioExecutor::new()).build(https),
         })
     }
 
@@ -264,6 +277,31 @@ impl Subscriber {
             }
         });
     }
+}
+
+/// A client configuration trusting exactly the CA certificates in `path`.
+fn tls_config(path: &Path) -> Result<rustls::ClientConfig, SubscribeError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let fail = |message: String| SubscribeError::Ca {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| fail(e.to_string()))?)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no certificate in the file".into()));
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    .map_err(|e| fail(e.to_string()))
 }
 
 /// Whether the snapshot's version is the hash of its content (not cut short or edited).

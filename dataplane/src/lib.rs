@@ -70,9 +70,14 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 .control_plane_token_file
                 .clone()
                 .unwrap_or_default();
-            let sub =
-                control_plane::Subscriber::new(url, &token_file, settings.state_dir.clone(), node)
-                    .map_err(RunError::ControlPlane)?;
+            let sub = control_plane::Subscriber::new(
+                url,
+                &token_file,
+                settings.control_plane_ca.as_deref(),
+                settings.state_dir.clone(),
+                node,
+            )
+            .map_err(RunError::ControlPlane)?;
             let described = format!("control-plane:{url}");
             let gw = Gateway::new(settings.clone(), audit, described.clone());
             // Serve what the last run kept while the operator is (maybe) unreachable.

@@ -39,6 +39,14 @@ pub struct Settings {
     #[arg(long, env = "LLMGATE_TOKEN_FILE")]
     pub token_file: PathBuf,
 
+    /// PEM certificate chain for TLS on the distribution port (with `--tls-key`).
+    #[arg(long, env = "LLMGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "LLMGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Quiet time after a change before compiling, so a burst of edits is one compile.
     #[arg(long, env = "LLMGATE_DEBOUNCE", default_value = "200ms", value_parser = duration)]
     pub debounce: Duration,

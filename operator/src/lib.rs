@@ -11,6 +11,7 @@ pub mod config;
 pub mod distribute;
 pub mod fleet;
 pub mod sources;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +44,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -221,6 +224,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         ));
     }
     let SourceSpec::Dir(dir) = &settings.source;
+    let acceptor = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let op = Operator::new(token, format!("dir:{}", dir.display()));
 
     let bind = |addr| async move {
@@ -232,6 +239,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let admin = bind(settings.admin_listen).await?;
     tracing::info!(
         distribution = %settings.distribution_listen,
+        tls = acceptor.is_some(),
         admin = %settings.admin_listen,
         source = %op.status().source,
         "llmgate operator running"
@@ -243,11 +251,26 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         settings.secrets_dir.clone(),
         settings.debounce,
     ));
-    let mut stop = op.shutting_down();
-    let dist_server = axum::serve(dist, distribute::router(Arc::clone(&op)))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+    let dist_app = distribute::router(Arc::clone(&op));
+    let dist_server = {
+        let mut stop = op.shutting_down();
+        let acceptor = acceptor.clone();
+        async move {
+            match acceptor {
+                Some(acceptor) => {
+                    tls::serve(dist, dist_app, acceptor, stop).await;
+                    Ok(())
+                }
+                None => {
+                    axum::serve(dist, dist_app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                }
+            }
+        }
+    };
     let mut stop = op.shutting_down();
     let admin_server =
         axum::serve(admin, admin::router(Arc::clone(&op))).with_graceful_shutdown(async move {
@@ -259,7 +282,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         tracing::info!("shutting down");
         op_for_signal.shutdown.send_replace(true);
     });
-    let (a, b) = tokio::join!(dist_server.into_future(), admin_server.into_future());
+    let (a, b) = tokio::join!(dist_server, admin_server.into_future());
     source.abort();
     a.map_err(RunError::Serve)?;
     b.map_err(RunError::Serve)?;

@@ -126,9 +126,10 @@ impl Gateway {
         token_file: &Path,
         state_dir: &Path,
         node: &str,
+        extra_args: &[&str],
     ) -> Gateway {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let args = vec![
+        let mut args = vec![
             "--control-plane".to_string(),
             operator_url.to_string(),
             "--control-plane-token-file".into(),
@@ -138,6 +139,7 @@ impl Gateway {
             "--node-name".into(),
             node.to_string(),
         ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
         let config_dir = tmp.path().join("unused");
         Gateway::launch(tmp, config_dir, args)
     }
@@ -403,6 +405,9 @@ impl SseReader {
 /// A running `llmgate-operator` with the directory source.
 pub struct Operator {
     child: Option<Child>,
+    /// With TLS: the self-signed certificate the data planes must trust.
+    pub ca_file: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     pub dist: SocketAddr,
     pub admin: SocketAddr,
     pub config_dir: PathBuf,
@@ -417,7 +422,27 @@ impl Operator {
     /// Starts the operator on `config` with a token file holding [`OPERATOR_TOKEN`], and waits
     /// until it publishes.
     pub async fn start(config: &str) -> Operator {
+        Operator::launch(config, false).await
+    }
+
+    /// The same, serving the distribution port over TLS with a fresh self-signed certificate
+    /// for `localhost`.
+    pub async fn start_tls(config: &str) -> Operator {
+        Operator::launch(config, true).await
+    }
+
+    async fn launch(config: &str, tls: bool) -> Operator {
         let tmp = tempfile::tempdir().expect("tempdir");
+        let (ca_file, tls_key) = if tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+                .expect("self-signed certificate");
+            let (c, k) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+            std::fs::write(&c, cert.cert.pem()).expect("write cert");
+            std::fs::write(&k, cert.signing_key.serialize_pem()).expect("write key");
+            (Some(c), Some(k))
+        } else {
+            (None, None)
+        };
         let config_dir = tmp.path().join("config");
         std::fs::create_dir_all(&config_dir).expect("config dir");
         std::fs::write(config_dir.join("main.yaml"), config).expect("write config");
@@ -425,6 +450,8 @@ impl Operator {
         std::fs::write(&token_file, format!("{OPERATOR_TOKEN}\n")).expect("token");
         let mut op = Operator {
             child: None,
+            ca_file,
+            tls_key,
             dist: free_port(),
             admin: free_port(),
             config_dir,
@@ -444,7 +471,11 @@ impl Operator {
             .append(true)
             .open(&self.stderr_log)
             .expect("operator log");
-        let child = Command::new(binary("llmgate-operator"))
+        let mut cmd = Command::new(binary("llmgate-operator"));
+        if let (Some(c), Some(k)) = (&self.ca_file, &self.tls_key) {
+            cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
+        }
+        let child = cmd
             .arg("--source")
             .arg(format!("dir:{}", self.config_dir.display()))
             .arg("--token-file")
@@ -482,7 +513,10 @@ impl Operator {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.dist)
+        match self.ca_file {
+            Some(_) => format!("https://localhost:{}", self.dist.port()),
+            None => format!("http://{}", self.dist),
+        }
     }
 
     pub fn stderr(&self) -> String {

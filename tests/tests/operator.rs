@@ -51,8 +51,8 @@ async fn two_data_planes_follow_the_operator_and_outlive_it() {
     let mut op = Operator::start(&(access_yaml() + &mock("m1"))).await;
     let state_a = tempfile::tempdir().expect("state dir");
     let state_b = tempfile::tempdir().expect("state dir");
-    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, state_a.path(), "dp-a");
-    let mut b = Gateway::start_subscribed(&op.url(), &op.token_file, state_b.path(), "dp-b");
+    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, state_a.path(), "dp-a", &[]);
+    let mut b = Gateway::start_subscribed(&op.url(), &op.token_file, state_b.path(), "dp-b", &[]);
     a.wait_ready().await;
     b.wait_ready().await;
     until_all_serve(&[&a, &b], "m1", Duration::from_secs(5)).await;
@@ -103,7 +103,7 @@ async fn two_data_planes_follow_the_operator_and_outlive_it() {
 
     // A data plane restarted while the operator is down serves the snapshot it kept.
     drop(a);
-    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, state_a.path(), "dp-a");
+    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, state_a.path(), "dp-a", &[]);
     a.wait_ready().await;
     assert_eq!(version(&a).await, v2);
     assert!(serves(&a, "m2").await);
@@ -131,7 +131,7 @@ async fn a_data_plane_with_a_wrong_token_is_refused_and_gets_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let bad_token = dir.path().join("token");
     std::fs::write(&bad_token, format!("{OPERATOR_TOKEN}-wrong")).expect("token");
-    let gw = Gateway::start_subscribed(&op.url(), &bad_token, dir.path(), "intruder");
+    let gw = Gateway::start_subscribed(&op.url(), &bad_token, dir.path(), "intruder", &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok((status, body)) = gw.admin_get("/readyz").await {
@@ -160,4 +160,46 @@ async fn a_data_plane_with_a_wrong_token_is_refused_and_gets_nothing() {
         op.stderr()
             .contains("refused a data plane without a valid token")
     );
+}
+
+#[tokio::test]
+async fn snapshots_travel_over_tls_when_the_operator_has_a_certificate() {
+    let op = Operator::start_tls(&(access_yaml() + &mock("m1"))).await;
+    let ca = op.ca_file.clone().expect("TLS operator has a certificate");
+    let ca = ca.display().to_string();
+    let state = tempfile::tempdir().expect("state dir");
+    let mut gw = Gateway::start_subscribed(
+        &op.url(),
+        &op.token_file,
+        state.path(),
+        "dp-tls",
+        &["--control-plane-ca", &ca],
+    );
+    gw.wait_ready().await;
+    assert!(serves(&gw, "m1").await);
+
+    // Plain HTTP to the TLS port gets nothing; neither does a data plane that does not trust
+    // the certificate.
+    let plain = op.url().replace("https://", "http://");
+    let untrusting_state = tempfile::tempdir().expect("state dir");
+    let other = Gateway::start_subscribed(
+        &plain,
+        &op.token_file,
+        untrusting_state.path(),
+        "dp-plain",
+        &[],
+    );
+    let untrusting = Gateway::start_subscribed(
+        &op.url(),
+        &op.token_file,
+        untrusting_state.path(),
+        "dp-untrusting",
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for g in [&other, &untrusting] {
+        let (status, _) = g.admin_get("/readyz").await.expect("readyz");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", g.stderr());
+    }
+    assert!(!untrusting_state.path().join("snapshot.json").exists());
 }
