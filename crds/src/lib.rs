@@ -8,12 +8,15 @@
 //! - [`parse`]: multi-document YAML text → typed resources, with the file and field of any error.
 //! - [`compile`]: resources (+ resolved secrets) → snapshot and per-resource errors. No I/O.
 //! - [`files`]: a directory of YAML → snapshot, for everything that reads files.
+//! - [`status`]: compile errors → the `Accepted` / `ResolvedRefs` / `Ready` conditions of each
+//!   resource, only where they changed.
 
 pub mod compile;
 pub mod duration;
 pub mod files;
 pub mod parse;
 pub mod resources;
+pub mod status;
 
 pub use compile::{CompileError, Compiled, Reason, Resources, SecretKeyRef, compile};
 pub use parse::{ParseError, Resource, parse_documents};
