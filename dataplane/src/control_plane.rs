@@ -197,12 +197,7 @@ impl Subscriber {
         match msg {
             Message::Heartbeat => Ok(()),
             Message::Current { version } => {
-                self.ack(Ack {
-                    node: self.node.clone(),
-                    version,
-                    applied: true,
-                    error: None,
-                });
+                self.ack(version, None);
                 Ok(())
             }
             Message::Snapshot { snapshot } => {
@@ -210,24 +205,17 @@ impl Subscriber {
                 let version = snapshot.version.clone();
                 if !verified(&snapshot) {
                     tracing::error!(%version, "snapshot does not match its version; not applied");
-                    self.ack(Ack {
-                        node: self.node.clone(),
-                        version: gw.runtime().snapshot.version.clone(),
-                        applied: false,
-                        error: Some(format!("snapshot {version} does not match its content")),
-                    });
+                    self.ack(
+                        gw.runtime().snapshot.version.clone(),
+                        Some(format!("snapshot {version} does not match its content")),
+                    );
                     return Ok(());
                 }
                 self.persist(&snapshot).await;
                 if gw.apply(snapshot, vec![]) {
                     tracing::info!(%version, "snapshot applied");
                 }
-                self.ack(Ack {
-                    node: self.node.clone(),
-                    version,
-                    applied: true,
-                    error: None,
-                });
+                self.ack(version, None);
                 Ok(())
             }
         }
@@ -254,8 +242,15 @@ impl Subscriber {
         }
     }
 
-    /// Reports what was applied; best effort, never blocks the stream.
-    fn ack(&self, ack: Ack) {
+    /// Reports the version now served, and the error when a received snapshot was refused;
+    /// best effort, never blocks the stream.
+    fn ack(&self, version: String, error: Option<String>) {
+        let ack = Ack {
+            node: self.node.clone(),
+            version,
+            applied: error.is_none(),
+            error,
+        };
         let Ok(body) = serde_json::to_vec(&ack) else {
             return;
         };
