@@ -10,7 +10,9 @@ pub mod compile;
 pub mod config;
 pub mod distribute;
 pub mod fleet;
+pub mod leader;
 pub mod sources;
+pub mod status;
 pub mod tls;
 
 use std::sync::{Arc, Mutex};
