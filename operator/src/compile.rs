@@ -12,8 +12,11 @@ use crate::{Operator, Published, ResultLabel, VersionLabel};
 pub fn publish(op: &Operator, result: Result<Loaded, Vec<Problem>>) -> bool {
     match result {
         Ok(loaded) => {
-            for w in &loaded.warnings {
-                tracing::warn!(problem = %w, "resource left out of the snapshot");
+            // Say it once per change, not on every recompile that comes to the same result.
+            if op.status_mut().warnings != loaded.warnings {
+                for w in &loaded.warnings {
+                    tracing::warn!(problem = %w, "resource left out of the snapshot");
+                }
             }
             let version = loaded.snapshot.version.clone();
             let sent = op.published.send_if_modified(|current| {

@@ -13,10 +13,25 @@ use clap::Parser;
     about = "llmgate operator: compiles llmgate resources into one snapshot and pushes it to every data plane"
 )]
 pub struct Settings {
-    /// Where the desired state comes from. `dir:PATH`: the llmgate YAML under PATH, watched
-    /// (GitOps without a cluster, development, VMs).
-    #[arg(long, env = "LLMGATE_SOURCE", value_parser = source)]
+    /// Where the desired state comes from. `kubernetes`: the llmgate custom resources and the
+    /// Secrets they reference, watched through the API server (in-cluster config or
+    /// $KUBECONFIG). `dir:PATH`: the llmgate YAML under PATH, watched (GitOps without a
+    /// cluster, development, VMs).
+    #[arg(long, env = "LLMGATE_SOURCE", value_parser = source, default_value = "kubernetes")]
     pub source: SourceSpec,
+
+    /// Kubernetes source: the namespaces to watch (comma-separated); all when empty.
+    #[arg(long, env = "LLMGATE_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Kubernetes source: the namespace of the leader-election Lease; defaults to
+    /// $POD_NAMESPACE, else `default`.
+    #[arg(long, env = "LLMGATE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease; defaults to $HOSTNAME.
+    #[arg(long, env = "LLMGATE_IDENTITY")]
+    pub identity: Option<String>,
 
     /// Secrets for the directory source: a reference to key K of secret S reads DIR/S/K, else
     /// the environment variable S_K (upper case, other characters as `_`).
@@ -55,13 +70,19 @@ pub struct Settings {
 /// A source of desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
+    Kubernetes,
     Dir(PathBuf),
 }
 
 fn source(s: &str) -> Result<SourceSpec, String> {
+    if s == "kubernetes" {
+        return Ok(SourceSpec::Kubernetes);
+    }
     match s.split_once(':') {
         Some(("dir", path)) if !path.is_empty() => Ok(SourceSpec::Dir(PathBuf::from(path))),
-        _ => Err(format!("unknown source {s:?}; expected dir:PATH")),
+        _ => Err(format!(
+            "unknown source {s:?}; expected kubernetes or dir:PATH"
+        )),
     }
 }
 

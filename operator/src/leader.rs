@@ -35,7 +35,13 @@ impl Leader {
 
     /// Takes or renews the Lease; returns whether this replica holds it now.
     pub async fn try_acquire(&self, now: jiff::Timestamp) -> Result<bool, kube::Error> {
-        let held = match self.api.get_opt(&self.name).await? {
+        // A 404 means no Lease yet, whatever reason string the server puts on it.
+        let current = match self.api.get(&self.name).await {
+            Ok(lease) => Some(lease),
+            Err(kube::Error::Api(e)) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        let held = match current {
             None => {
                 let lease = Lease {
                     metadata: ObjectMeta {

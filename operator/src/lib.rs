@@ -48,6 +48,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(kube::Error),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -225,12 +227,18 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             settings.token_file.display().to_string(),
         ));
     }
-    let SourceSpec::Dir(dir) = &settings.source;
     let acceptor = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let op = Operator::new(token, format!("dir:{}", dir.display()));
+    let described = match &settings.source {
+        SourceSpec::Kubernetes => match settings.namespaces.as_slice() {
+            [] => "kubernetes:all-namespaces".to_string(),
+            ns => format!("kubernetes:{}", ns.join(",")),
+        },
+        SourceSpec::Dir(dir) => format!("dir:{}", dir.display()),
+    };
+    let op = Operator::new(token, described);
 
     let bind = |addr| async move {
         TcpListener::bind(addr)
@@ -247,12 +255,43 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         "llmgate operator running"
     );
 
-    let source = tokio::spawn(sources::dir::run(
-        Arc::clone(&op),
-        dir.clone(),
-        settings.secrets_dir.clone(),
-        settings.debounce,
-    ));
+    let mut background = Vec::new();
+    match &settings.source {
+        SourceSpec::Dir(dir) => background.push(tokio::spawn(sources::dir::run(
+            Arc::clone(&op),
+            dir.clone(),
+            settings.secrets_dir.clone(),
+            settings.debounce,
+        ))),
+        SourceSpec::Kubernetes => {
+            let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
+            let lease_ns = settings
+                .lease_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into());
+            let identity = settings
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "llmgate-operator".into());
+            let leader = Arc::new(leader::Leader::new(
+                kube::Api::namespaced(client.clone(), &lease_ns),
+                "llmgate-operator",
+                &identity,
+                std::time::Duration::from_secs(15),
+            ));
+            let l = Arc::clone(&leader);
+            background.push(tokio::spawn(async move { l.run().await }));
+            background.push(tokio::spawn(sources::kubernetes::run(
+                Arc::clone(&op),
+                client,
+                settings.namespaces.clone(),
+                settings.debounce,
+                leader,
+            )));
+        }
+    }
     let dist_app = distribute::router(Arc::clone(&op));
     let dist_server = {
         let mut stop = op.shutting_down();
@@ -285,7 +324,9 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         op_for_signal.shutdown.send_replace(true);
     });
     let (a, b) = tokio::join!(dist_server, admin_server.into_future());
-    source.abort();
+    for t in background {
+        t.abort();
+    }
     a.map_err(RunError::Serve)?;
     b.map_err(RunError::Serve)?;
     Ok(())

@@ -212,11 +212,11 @@ def port_open(port: int) -> bool:
 @pytest.fixture(scope="session")
 def bin_dir() -> Path:
     d = Path(os.environ.get("LLMGATE_BIN_DIR") or REPO_ROOT / "target" / "debug")
-    missing = [b for b in ("llmgate-dataplane", "fake-upstream") if not (d / b).is_file()]
+    missing = [b for b in ("llmgate-dataplane", "llmgate-operator", "fake-upstream") if not (d / b).is_file()]
     if missing:
         pytest.fail(
             f"missing binaries in {d}: {', '.join(missing)}; build them with "
-            "`cargo build -p llmgate-dataplane -p llmgate-tests --bins` or set LLMGATE_BIN_DIR",
+            "`cargo build --workspace --bins` or set LLMGATE_BIN_DIR",
             pytrace=False,
         )
     return d

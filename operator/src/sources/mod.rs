@@ -1,4 +1,5 @@
 //! Sources of desired state. Each reads resources from somewhere and hands every change to
-//! [`crate::compile::publish`]. A Kubernetes watch source is the next one.
+//! [`crate::compile::publish`]: `kubernetes` (the API server) or `dir` (a directory of YAML).
 
 pub mod dir;
+pub mod kubernetes;
