@@ -34,6 +34,27 @@ pub struct Resources {
     /// Values of the secret keys that [`Resources::secret_refs`] asked for; absent ones are
     /// reported as unresolved.
     pub secrets: BTreeMap<SecretKeyRef, Secret>,
+    /// The ready endpoints of Services, for `service` replicas. `None` when the source cannot
+    /// see Services (files), which makes such replicas an error.
+    pub services: Option<BTreeMap<ServiceKey, Vec<ServiceBackend>>>,
+}
+
+/// A Service by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One ready endpoint of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceBackend {
+    /// IP address (v4 or v6).
+    pub address: String,
+    /// Port by EndpointSlice port name (`""` for an unnamed port).
+    pub ports: BTreeMap<String, u16>,
+    /// The pod (target) name, for replica names.
+    pub target: Option<String>,
 }
 
 /// One key of one Secret.
@@ -136,7 +157,13 @@ pub fn compile(resources: &Resources) -> Compiled {
     for me in endpoints_in {
         let src = source("ModelEndpoint", &me.metadata);
         let mut errs = Errs::new(&src);
-        let endpoint = compile_endpoint(me, &src, &resources.secrets, &mut errs);
+        let endpoint = compile_endpoint(
+            me,
+            &src,
+            &resources.secrets,
+            resources.services.as_ref(),
+            &mut errs,
+        );
         if let Some(first) = seen_models.get(&me.spec.model) {
             errs.push(
                 "spec.model",
@@ -236,6 +263,7 @@ fn compile_endpoint(
     me: &ModelEndpoint,
     src: &ResourceRef,
     secrets: &BTreeMap<SecretKeyRef, Secret>,
+    services: Option<&BTreeMap<ServiceKey, Vec<ServiceBackend>>>,
     errs: &mut Errs<'_>,
 ) -> Option<Endpoint> {
     let spec = &me.spec;
@@ -285,20 +313,32 @@ fn compile_endpoint(
         _ => {}
     }
     let mut names = BTreeSet::new();
+    let mut add = |i: usize, name: String, url: String, errs: &mut Errs<'_>| {
+        if !names.insert(name.clone()) {
+            errs.push(
+                format!("spec.replicas[{i}]"),
+                Reason::Conflict,
+                format!("replica name {name:?} is used twice; give each a distinct name"),
+            );
+        }
+        replicas.push(snap::Replica { name, url });
+    };
     for (i, r) in spec.replicas.iter().enumerate() {
-        match parse_base_url(&r.url) {
-            Ok((url, host)) => {
-                let name = r.name.clone().unwrap_or(host);
-                if !names.insert(name.clone()) {
-                    errs.push(
-                        format!("spec.replicas[{i}]"),
-                        Reason::Conflict,
-                        format!("replica name {name:?} is used twice; give each a distinct name"),
-                    );
+        match (&r.url, &r.service) {
+            (Some(u), None) => match parse_base_url(u) {
+                Ok((url, host)) => add(i, r.name.clone().unwrap_or(host), url, errs),
+                Err(m) => errs.push(format!("spec.replicas[{i}].url"), Reason::Invalid, m),
+            },
+            (None, Some(svc)) => {
+                for (name, url) in service_replicas(i, &src.namespace, svc, services, errs) {
+                    add(i, name, url, errs);
                 }
-                replicas.push(snap::Replica { name, url });
             }
-            Err(m) => errs.push(format!("spec.replicas[{i}].url"), Reason::Invalid, m),
+            _ => errs.push(
+                format!("spec.replicas[{i}]"),
+                Reason::Invalid,
+                "set exactly one of url, service",
+            ),
         }
     }
 
@@ -642,6 +682,77 @@ fn compile_rule(
         subjects,
         models,
     })
+}
+
+/// The replicas a `service` replica stands for: one per ready endpoint, named
+/// `service/pod`.
+fn service_replicas(
+    i: usize,
+    namespace: &str,
+    svc: &crate::resources::ServiceReplicaSpec,
+    services: Option<&BTreeMap<ServiceKey, Vec<ServiceBackend>>>,
+    errs: &mut Errs<'_>,
+) -> Vec<(String, String)> {
+    let field = format!("spec.replicas[{i}].service");
+    let Some(services) = services else {
+        errs.push(
+            field,
+            Reason::Invalid,
+            "service replicas are resolved by the operator's Kubernetes source; from files, list URLs",
+        );
+        return Vec::new();
+    };
+    let key = ServiceKey {
+        namespace: namespace.to_string(),
+        name: svc.name.clone(),
+    };
+    let backends = services.get(&key).map(Vec::as_slice).unwrap_or_default();
+    if backends.is_empty() {
+        errs.push(
+            field,
+            Reason::DanglingRef,
+            format!("service {namespace}/{} has no ready endpoints", svc.name),
+        );
+        return Vec::new();
+    }
+    let scheme = match svc.scheme {
+        crate::resources::SchemeSpec::Http => "http",
+        crate::resources::SchemeSpec::Https => "https",
+    };
+    let path = svc.path.as_deref().unwrap_or("/v1").trim_end_matches('/');
+    let mut out = Vec::new();
+    for b in backends {
+        let port = match &svc.port {
+            Some(p) => b.ports.get(p).copied(),
+            None if b.ports.len() == 1 => b.ports.values().next().copied(),
+            None => None,
+        };
+        let Some(port) = port else {
+            errs.push(
+                format!("{field}.port"),
+                Reason::DanglingRef,
+                match &svc.port {
+                    Some(p) => format!("service {namespace}/{} has no port named {p:?}", svc.name),
+                    None => format!(
+                        "service {namespace}/{} has several ports; name one in port",
+                        svc.name
+                    ),
+                },
+            );
+            return Vec::new();
+        };
+        let host = if b.address.contains(':') {
+            format!("[{}]", b.address)
+        } else {
+            b.address.clone()
+        };
+        let who = b.target.clone().unwrap_or_else(|| b.address.clone());
+        out.push((
+            format!("{}/{who}", svc.name),
+            format!("{scheme}://{host}:{port}{path}"),
+        ));
+    }
+    out
 }
 
 /// Checks an upstream base URL and returns it without a trailing slash, plus `host:port`.

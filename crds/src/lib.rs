@@ -18,7 +18,9 @@ pub mod parse;
 pub mod resources;
 pub mod status;
 
-pub use compile::{CompileError, Compiled, Reason, Resources, SecretKeyRef, compile};
+pub use compile::{
+    CompileError, Compiled, Reason, Resources, SecretKeyRef, ServiceBackend, ServiceKey, compile,
+};
 pub use parse::{ParseError, Resource, parse_documents};
 pub use resources::{
     AccessPolicy, AccessPolicySpec, ApiKey, ApiKeySpec, ModelEndpoint, ModelEndpointSpec,

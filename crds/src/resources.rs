@@ -78,16 +78,49 @@ pub enum ProviderKind {
     Mock,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// One upstream: a base URL, or a Service whose ready endpoints all become replicas.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.service)").message("set exactly one of url, service"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplicaSpec {
     /// Base URL, for example `http://llama-0.llama:8080/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), pattern(r"^https?://[^\s?#]+$"))]
-    pub url: String,
-    /// Name in metrics and audit records; defaults to `host:port`.
+    pub url: Option<String>,
+    /// A Service in this namespace: each ready endpoint of its EndpointSlices is a replica,
+    /// updated as pods come and go (Kubernetes source only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceReplicaSpec>,
+    /// Name in metrics and audit records; defaults to `host:port` (for a Service,
+    /// `service/pod`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceReplicaSpec {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The EndpointSlice port name; may be left out when the Service has a single port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub scheme: SchemeSpec,
+    /// Path of the OpenAI API on the pods (default `/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), pattern(r"^/[^\s?#]*$"))]
+    pub path: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemeSpec {
+    #[default]
+    Http,
+    Https,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -22,6 +22,7 @@ RESOURCES = {
     "llmgate.dev/v1alpha1/apikeys": ("ApiKey", "apikey"),
     "v1/secrets": ("Secret", "secret"),
     "coordination.k8s.io/v1/leases": ("Lease", "lease"),
+    "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", "endpointslice"),
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 

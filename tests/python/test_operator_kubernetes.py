@@ -19,6 +19,7 @@ import pytest
 
 from conftest import (
     DEV_KEY,
+    UPSTREAM_KEY,
     HERE,
     free_port,
     http_get,
@@ -47,10 +48,29 @@ SEED = [
 ]
 
 
+def service_backed(upstream_port: int) -> list[dict]:
+    """A model served by the pods of a Service: the EndpointSlice points at the fake upstream."""
+    return [
+        obj("ModelEndpoint", "pool", spec={
+            "model": "pool", "provider": "openai-compatible", "upstreamModel": "pool-model",
+            "replicas": [{"service": {"name": "vllm", "port": "http"}}],
+            "credentials": {"apiKey": {"secretRef": {"name": "upstream", "key": "api-key"}}}}),
+        obj("Secret", "upstream", api="v1", data={"api-key": base64.b64encode(UPSTREAM_KEY.encode()).decode()}),
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {"name": "vllm-abc", "namespace": NS, "resourceVersion": "1",
+                      "labels": {"kubernetes.io/service-name": "vllm"}},
+         "ports": [{"name": "http", "port": upstream_port, "protocol": "TCP"}],
+         "endpoints": [
+             {"addresses": ["127.0.0.1"], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": "vllm-0"}},
+             {"addresses": ["127.0.0.2"], "conditions": {"ready": False}, "targetRef": {"kind": "Pod", "name": "vllm-1"}},
+         ]},
+    ]
+
+
 @pytest.fixture
-def cluster(bin_dir: Path, tmp_path: Path):
+def cluster(bin_dir: Path, tmp_path: Path, fake_upstream):
     seed = tmp_path / "objects.json"
-    seed.write_text(json.dumps(SEED))
+    seed.write_text(json.dumps(SEED + service_backed(fake_upstream.port)))
     port_file = tmp_path / "port"
     api = start_service("kmock", [sys.executable, str(HERE / "kmock_apiserver.py"), str(seed), str(port_file)], tmp_path)
     wait_until(api, lambda: port_file.exists() and port_file.read_text().strip() != "", 30, "kmock listening")
@@ -80,7 +100,7 @@ def cluster(bin_dir: Path, tmp_path: Path):
     ], tmp_path)
     wait_until(dataplane, lambda: http_get(f"http://127.0.0.1:{dp_admin}/readyz")[0] == 200, 30, "data plane ready")
     yield {"api": api_url, "operator_admin": f"http://127.0.0.1:{admin}", "gateway": f"http://127.0.0.1:{port}/v1",
-           "operator": operator}
+           "gateway_admin": f"http://127.0.0.1:{dp_admin}", "operator": operator}
     dataplane.stop()
     operator.stop()
     api.stop()
@@ -123,7 +143,16 @@ def test_the_cluster_source_publishes_writes_status_and_follows_secrets(cluster)
     client = openai.OpenAI(base_url=gateway, api_key=DEV_KEY, max_retries=0)
     reply = client.chat.completions.create(model="mock-chat", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "from the cluster"
-    assert model_ids(gateway) == ["mock-chat"]
+    assert model_ids(gateway) == ["mock-chat", "pool"]
+
+    # A Service's ready endpoints are the replicas: the one ready pod (the fake upstream)
+    # answers; the pod that is not ready is never tried.
+    reply = client.chat.completions.create(model="pool", messages=[{"role": "user", "content": "via the service"}])
+    assert reply.choices[0].message.content == "echo: via the service"
+    _, _, metrics = http_get(f"{cluster['gateway_admin']}/metrics")
+    metrics = metrics.decode()
+    assert 'replica="vllm/vllm-0"' in metrics
+    assert "vllm-1" not in metrics, "the pod that is not ready is not a replica"
 
     # ... and what does not is left out, saying why on the object itself.
     gpt_url = f"{api}/apis/llmgate.dev/v1alpha1/namespaces/{NS}/modelendpoints/gpt"
@@ -146,7 +175,7 @@ def test_the_cluster_source_publishes_writes_status_and_follows_secrets(cluster)
     status, _, body = http_request("POST", f"{api}/api/v1/namespaces/{NS}/secrets",
                                    body=json.dumps(secret).encode(), headers={"Content-Type": "application/json"})
     assert status in (200, 201), body[:300]
-    wait_for(lambda: model_ids(gateway) == ["gpt-4o", "mock-chat"], 15, "gpt-4o served", cluster["operator"])
+    wait_for(lambda: model_ids(gateway) == ["gpt-4o", "mock-chat", "pool"], 15, "gpt-4o served", cluster["operator"])
     wait_for(lambda: condition(get(gpt_url), "Ready").get("status") == "True", 15, "gpt Ready", cluster["operator"])
 
     fleet = get(f"{cluster['operator_admin']}/dataplanes")

@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use llmgate_crds::files::{Loaded, Problem};
 use llmgate_crds::status::{Observed, changed_statuses};
-use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint, Resources, SecretKeyRef, compile};
+use llmgate_crds::{
+    AccessPolicy, ApiKey, ModelEndpoint, Resources, SecretKeyRef, ServiceBackend, ServiceKey,
+    compile,
+};
 use llmgate_snapshot::{ResourceRef, Secret};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -30,6 +34,7 @@ struct Stores {
     policies: Vec<Store<AccessPolicy>>,
     keys: Vec<Store<ApiKey>>,
     secrets: Vec<Store<KubeSecret>>,
+    slices: Vec<Store<EndpointSlice>>,
 }
 
 fn watch<K>(
@@ -90,6 +95,7 @@ pub async fn run(
         policies: watch(&client, &namespaces, &tx),
         keys: watch(&client, &namespaces, &tx),
         secrets: watch(&client, &namespaces, &tx),
+        slices: watch(&client, &namespaces, &tx),
     };
     // The first snapshot waits for every initial list: a partial view would drop models.
     for s in &stores.endpoints {
@@ -102,6 +108,9 @@ pub async fn run(
         let _ = s.wait_until_ready().await;
     }
     for s in &stores.secrets {
+        let _ = s.wait_until_ready().await;
+    }
+    for s in &stores.slices {
         let _ = s.wait_until_ready().await;
     }
     loop {
@@ -136,6 +145,7 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
         access_policies: policies.iter().map(|r| (**r).clone()).collect(),
         api_keys: keys.iter().map(|r| (**r).clone()).collect(),
         secrets: BTreeMap::new(),
+        services: Some(services(&all(&stores.slices))),
     };
     resources.secrets = resolve_secrets(&resources, &all(&stores.secrets));
     let compiled = compile(&resources);
@@ -199,6 +209,48 @@ fn observed<'a, K: Resource>(
         generation: obj.meta().generation,
         current: status,
     }
+}
+
+/// Ready endpoints per Service, from its EndpointSlices (label `kubernetes.io/service-name`).
+fn services(slices: &[Arc<EndpointSlice>]) -> BTreeMap<ServiceKey, Vec<ServiceBackend>> {
+    let mut out: BTreeMap<ServiceKey, Vec<ServiceBackend>> = BTreeMap::new();
+    for slice in slices {
+        let Some(service) = slice.labels().get("kubernetes.io/service-name") else {
+            continue;
+        };
+        let ports: BTreeMap<String, u16> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u16::try_from(p.port?).ok()?;
+                Some((p.name.clone().unwrap_or_default(), port))
+            })
+            .collect();
+        let key = ServiceKey {
+            namespace: slice.namespace().unwrap_or_default(),
+            name: service.clone(),
+        };
+        let backends = out.entry(key).or_default();
+        for ep in slice.endpoints.iter().flatten() {
+            // Unknown readiness counts as ready, as kube-proxy does.
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            if let Some(address) = ep.addresses.first() {
+                backends.push(ServiceBackend {
+                    address: address.clone(),
+                    ports: ports.clone(),
+                    target: ep.target_ref.as_ref().and_then(|t| t.name.clone()),
+                });
+            }
+        }
+    }
+    for backends in out.values_mut() {
+        backends.sort_by(|a, b| a.address.cmp(&b.address));
+        backends.dedup_by(|a, b| a.address == b.address);
+    }
+    out
 }
 
 /// The values of exactly the Secret keys the resources reference.
