@@ -30,11 +30,13 @@ pub fn sha256_hex(s: &str) -> String {
 /// A binary built by this workspace (`target/<profile>/<name>`), next to the test executable.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> directory");
-    let path = dir.join(name);
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    let here = exe.parent().expect("executable directory");
+    let path = [here, here.parent().unwrap_or(here)]
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| here.join(name));
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins` first (the test command in README.md does)",
@@ -500,6 +502,10 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGTERM and wait.
