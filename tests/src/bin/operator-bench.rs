@@ -89,8 +89,10 @@ async fn main() -> anyhow::Result<()> {
     // Propagation with the large configuration in place.
     let mut op = Operator::start(&text).await;
     let state = tempfile::tempdir()?;
-    let mut a = Gateway::start_subscribed(&op.url(), &op.token_file, &state.path().join("a"), "a", &[]);
-    let mut b = Gateway::start_subscribed(&op.url(), &op.token_file, &state.path().join("b"), "b", &[]);
+    let mut a =
+        Gateway::start_subscribed(&op.url(), &op.token_file, &state.path().join("a"), "a", &[]);
+    let mut b =
+        Gateway::start_subscribed(&op.url(), &op.token_file, &state.path().join("b"), "b", &[]);
     a.wait_ready().await;
     b.wait_ready().await;
     let rss = op.pid().map(rss_kib).unwrap_or(0);
