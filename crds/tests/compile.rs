@@ -315,3 +315,27 @@ spec:
             .any(|e| e.field == "spec.replicas[0].service" && e.reason == Reason::Invalid)
     );
 }
+
+/// The whole compiled snapshot of BASE, pinned in `tests/golden/base.snapshot.json`: any change
+/// in what compile produces shows up in review. Regenerate with
+/// `UPDATE_GOLDEN=1 cargo test -p llmgate-crds --test compile`.
+#[test]
+fn compiled_snapshot_matches_the_golden_file() {
+    let r = with_secret(resources(BASE), "ai", "openai", "api-key", "sk-up");
+    let r = with_secret(r, "ai", "keys", "alice", "sk-alice");
+    let c = compile(&r);
+    let generated = serde_json::to_string_pretty(&c.snapshot).expect("serializes") + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/base.snapshot.json"
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &generated).expect("write golden file");
+    }
+    let golden = std::fs::read_to_string(path).unwrap_or_default();
+    pretty_assertions::assert_eq!(
+        golden,
+        generated,
+        "compile output changed; if intended, run UPDATE_GOLDEN=1 cargo test -p llmgate-crds --test compile"
+    );
+}
