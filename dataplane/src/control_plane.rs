@@ -14,7 +14,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llmgate_snapshot::distribution::{ACK_PATH, Ack, HEARTBEAT_SECS, Message, WATCH_PATH};
+use llmgate_snapshot::distribution::{ACK_PATH, Ack, HEARTBEAT_SECS, Health, Message, WATCH_PATH};
 use llmgate_snapshot::{Snapshot, SnapshotContent};
 
 use crate::state::Gateway;
@@ -197,7 +197,7 @@ impl Subscriber {
         match msg {
             Message::Heartbeat => Ok(()),
             Message::Current { version } => {
-                self.ack(version, None);
+                self.ack(gw, version, None);
                 Ok(())
             }
             Message::Snapshot { snapshot } => {
@@ -206,6 +206,7 @@ impl Subscriber {
                 if !verified(&snapshot) {
                     tracing::error!(%version, "snapshot does not match its version; not applied");
                     self.ack(
+                        gw,
                         gw.runtime().snapshot.version.clone(),
                         Some(format!("snapshot {version} does not match its content")),
                     );
@@ -215,7 +216,7 @@ impl Subscriber {
                 if gw.apply(snapshot, vec![]) {
                     tracing::info!(%version, "snapshot applied");
                 }
-                self.ack(version, None);
+                self.ack(gw, version, None);
                 Ok(())
             }
         }
@@ -244,12 +245,17 @@ impl Subscriber {
 
     /// Reports the version now served, and the error when a received snapshot was refused;
     /// best effort, never blocks the stream.
-    fn ack(&self, version: String, error: Option<String>) {
+    fn ack(&self, gw: &Gateway, version: String, error: Option<String>) {
         let ack = Ack {
             node: self.node.clone(),
             version,
             applied: error.is_none(),
             error,
+            health: Some(Health {
+                ready: gw.status().applied_at.is_some() && !gw.is_draining(),
+                models: gw.runtime().endpoints.len(),
+                in_flight: gw.metrics.in_flight.get(),
+            }),
         };
         let Ok(body) = serde_json::to_vec(&ack) else {
             return;

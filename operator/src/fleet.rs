@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use llmgate_snapshot::distribution::Ack;
+use llmgate_snapshot::distribution::{Ack, Health};
 use serde::Serialize;
 
 use crate::{Metrics, VersionLabel};
@@ -17,6 +17,8 @@ pub struct DataPlane {
     pub version: Option<String>,
     pub applied: bool,
     pub error: Option<String>,
+    /// What the data plane said of itself in its last acknowledgement.
+    pub health: Option<Health>,
     pub last_seen: String,
 }
 
@@ -39,6 +41,7 @@ impl Fleet {
             version: None,
             applied: false,
             error: None,
+            health: None,
             last_seen: String::new(),
         })
     }
@@ -67,6 +70,7 @@ impl Fleet {
             dp.version = Some(ack.version.clone());
             dp.applied = ack.applied;
             dp.error.clone_from(&ack.error);
+            dp.health.clone_from(&ack.health);
             dp.last_seen = jiff::Timestamp::now().to_string();
         });
         self.export(metrics);

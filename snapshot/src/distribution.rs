@@ -39,6 +39,19 @@ pub struct Ack {
     pub applied: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The data plane's own view of its health when it acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Ready to serve (has a snapshot, not draining).
+    pub ready: bool,
+    /// Models it serves.
+    pub models: usize,
+    /// Requests being served right now.
+    pub in_flight: i64,
 }
 
 #[cfg(test)]

@@ -71,7 +71,11 @@ async fn two_data_planes_follow_the_operator_and_outlive_it() {
         let on_v2 = nodes
             .iter()
             .filter(|d| {
-                d["version"] == v2.as_str() && d["connected"] == true && d["applied"] == true
+                d["version"] == v2.as_str()
+                    && d["connected"] == true
+                    && d["applied"] == true
+                    && d["health"]["ready"] == true
+                    && d["health"]["models"] == 2
             })
             .count();
         if on_v2 == 2 {
