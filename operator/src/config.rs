@@ -51,8 +51,17 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
 
     /// File holding the bearer token data planes must present (trailing newline ignored).
-    #[arg(long, env = "LLMGATE_TOKEN_FILE")]
-    pub token_file: PathBuf,
+    #[arg(
+        long,
+        env = "LLMGATE_TOKEN_FILE",
+        required_unless_present = "token_secret"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// In a cluster: the Secret (in the operator's namespace, see `--lease-namespace`) whose
+    /// key `token` holds the bearer token, read through the API instead of a file.
+    #[arg(long, env = "LLMGATE_TOKEN_SECRET")]
+    pub token_secret: Option<String>,
 
     /// PEM certificate chain for TLS on the distribution port (with `--tls-key`).
     #[arg(long, env = "LLMGATE_TLS_CERT", requires = "tls_key")]

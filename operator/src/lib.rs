@@ -39,7 +39,7 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
-    #[error("the token file {0} is empty")]
+    #[error("no data-plane token: {0} is empty or missing")]
     EmptyToken(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -216,16 +216,45 @@ impl Operator {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), RunError> {
-    let token =
-        std::fs::read_to_string(&settings.token_file).map_err(|source| RunError::Token {
-            path: settings.token_file.display().to_string(),
-            source,
-        })?;
+    let client = match (&settings.source, &settings.token_secret) {
+        (SourceSpec::Kubernetes, _) | (_, Some(_)) => {
+            Some(kube::Client::try_default().await.map_err(RunError::Kube)?)
+        }
+        _ => None,
+    };
+    let own_namespace = settings
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let (token, token_from) = match (&settings.token_file, &settings.token_secret, &client) {
+        (Some(file), _, _) => {
+            let t = std::fs::read_to_string(file).map_err(|source| RunError::Token {
+                path: file.display().to_string(),
+                source,
+            })?;
+            (t, file.display().to_string())
+        }
+        (None, Some(name), Some(client)) => {
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(client.clone(), &own_namespace);
+            let secret = secrets.get(name).await.map_err(RunError::Kube)?;
+            let value = secret
+                .data
+                .and_then(|d| d.get("token").cloned())
+                .and_then(|b| String::from_utf8(b.0).ok())
+                .unwrap_or_default();
+            (value, format!("secret {own_namespace}/{name} key token"))
+        }
+        _ => {
+            return Err(RunError::EmptyToken(
+                "no --token-file or --token-secret".into(),
+            ));
+        }
+    };
     let token = token.trim().to_string();
     if token.is_empty() {
-        return Err(RunError::EmptyToken(
-            settings.token_file.display().to_string(),
-        ));
+        return Err(RunError::EmptyToken(token_from));
     }
     let acceptor = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -264,12 +293,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             settings.debounce,
         ))),
         SourceSpec::Kubernetes => {
-            let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
-            let lease_ns = settings
-                .lease_namespace
-                .clone()
-                .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                .unwrap_or_else(|| "default".into());
+            let client = match client.clone() {
+                Some(c) => c,
+                None => kube::Client::try_default().await.map_err(RunError::Kube)?,
+            };
+            let lease_ns = own_namespace.clone();
             let identity = settings
                 .identity
                 .clone()

@@ -67,10 +67,20 @@ def service_backed(upstream_port: int) -> list[dict]:
     ]
 
 
+TOKEN = "dist-token"
+
+
+def token_secret() -> dict:
+    """The data-plane token, read by the operator from a Secret in its own namespace."""
+    secret = obj("Secret", "llmgate-token", api="v1", data={"token": base64.b64encode(TOKEN.encode()).decode()})
+    secret["metadata"]["namespace"] = "llmgate"
+    return secret
+
+
 @pytest.fixture
 def cluster(bin_dir: Path, tmp_path: Path, fake_upstream):
     seed = tmp_path / "objects.json"
-    seed.write_text(json.dumps(SEED + service_backed(fake_upstream.port)))
+    seed.write_text(json.dumps(SEED + service_backed(fake_upstream.port) + [token_secret()]))
     port_file = tmp_path / "port"
     api = start_service("kmock", [sys.executable, str(HERE / "kmock_apiserver.py"), str(seed), str(port_file)], tmp_path)
     wait_until(api, lambda: port_file.exists() and port_file.read_text().strip() != "", 30, "kmock listening")
@@ -82,12 +92,12 @@ def cluster(bin_dir: Path, tmp_path: Path, fake_upstream):
         "users": [{"name": "test", "user": {"token": "test"}}],
         "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": "llmgate"}}],
     }))
-    token = tmp_path / "token"
-    token.write_text("dist-token\n")
+    token = tmp_path / "token"  # the data plane's copy, as a mounted Secret would be
+    token.write_text(TOKEN + "\n")
     dist, admin = free_port(), free_port()
     operator = start_service("llmgate-operator", [
         str(bin_dir / "llmgate-operator"), "--source", "kubernetes", "--namespaces", NS,
-        "--token-file", str(token), "--distribution-listen", f"127.0.0.1:{dist}",
+        "--token-secret", "llmgate-token", "--distribution-listen", f"127.0.0.1:{dist}",
         "--admin-listen", f"127.0.0.1:{admin}", "--identity", "operator-0", "--lease-namespace", "llmgate", "--debounce", "50ms",
     ], tmp_path, env={"KUBECONFIG": str(kubeconfig), "LLMGATE_LOG": "info,kube=warn"})
     wait_until(operator, lambda: http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 200, 30, "operator ready")
