@@ -28,6 +28,9 @@ use crate::Operator;
 use crate::compile::publish;
 use crate::leader::Leader;
 
+/// How often the whole set is reconciled without any change.
+const RESYNC: Duration = Duration::from_secs(30);
+
 /// One store per namespace watched (a single store when all namespaces are).
 struct Stores {
     endpoints: Vec<Store<ModelEndpoint>>,
@@ -115,9 +118,11 @@ pub async fn run(
     }
     loop {
         reconcile(&op, &client, &stores, &leader).await;
-        // Wait for a change, then for the burst to settle.
-        if rx.recv().await.is_none() {
-            return;
+        // Wait for a change, then for the burst to settle. Without changes, resync now and
+        // then: a status write that failed, or a replica that just became leader, catches up.
+        match tokio::time::timeout(RESYNC, rx.recv()).await {
+            Ok(None) => return,
+            Ok(Some(())) | Err(_) => {}
         }
         loop {
             match tokio::time::timeout(debounce, rx.recv()).await {
