@@ -120,9 +120,8 @@ pub async fn run(
         reconcile(&op, &client, &stores, &leader).await;
         // Wait for a change, then for the burst to settle. Without changes, resync now and
         // then: a status write that failed, or a replica that just became leader, catches up.
-        match tokio::time::timeout(RESYNC, rx.recv()).await {
-            Ok(None) => return,
-            Ok(Some(())) | Err(_) => {}
+        if let Ok(None) = tokio::time::timeout(RESYNC, rx.recv()).await {
+            return;
         }
         loop {
             match tokio::time::timeout(debounce, rx.recv()).await {
