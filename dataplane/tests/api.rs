@@ -133,6 +133,10 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>, body: &
     }
 }
 
+async fn post_chat(app: &Router, key: Option<&str>, body: &str) -> Resp {
+    call(app, "POST", "/v1/chat/completions", key, body).await
+}
+
 fn chat(model: &str) -> String {
     json!({"model": model, "messages": [{"role": "user", "content": "hi there"}]}).to_string()
 }
@@ -140,26 +144,12 @@ fn chat(model: &str) -> String {
 #[tokio::test]
 async fn credentials_are_required_and_checked() {
     let (app, _, _t) = app().await;
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        None,
-        &chat("mock-chat"),
-    )
-    .await;
+    let r = post_chat(&app, None, &chat("mock-chat")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"llmgate\"");
     assert_eq!(r.error_code(), "invalid_api_key");
     assert_eq!(r.json()["error"]["type"], "authentication_error");
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some("sk-nope"),
-        &chat("mock-chat"),
-    )
-    .await;
+    let r = post_chat(&app, Some("sk-nope"), &chat("mock-chat")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = call(&app, "GET", "/v1/models", Some(""), "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -174,14 +164,7 @@ async fn credentials_are_required_and_checked() {
 #[tokio::test]
 async fn deny_rules_beat_allow_and_unknown_models_are_404() {
     let (app, _, _t) = app().await;
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(BOB),
-        &chat("mock-chat"),
-    )
-    .await;
+    let r = post_chat(&app, Some(BOB), &chat("mock-chat")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.error_code(), "model_not_allowed");
     assert_eq!(r.json()["error"]["param"], "model");
@@ -190,23 +173,9 @@ async fn deny_rules_beat_allow_and_unknown_models_are_404() {
         .unwrap_or("")
         .to_string();
     assert!(msg.contains("mock-chat") && !msg.contains("sk-"), "{msg}");
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(BOB),
-        &chat("mock-cheap"),
-    )
-    .await;
+    let r = post_chat(&app, Some(BOB), &chat("mock-cheap")).await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(ALICE),
-        &chat("gpt-9"),
-    )
-    .await;
+    let r = post_chat(&app, Some(ALICE), &chat("gpt-9")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.error_code(), "model_not_found");
 }
@@ -240,17 +209,10 @@ async fn models_lists_only_what_the_caller_may_use() {
 async fn bad_bodies_get_400_naming_the_problem() {
     let (app, _, _t) = app().await;
     let k = Some(ALICE);
-    let r = call(&app, "POST", "/v1/chat/completions", k, "{\"model\": ").await;
+    let r = post_chat(&app, k, "{\"model\": ").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error_code(), "invalid_json");
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        k,
-        r#"{"model":"mock-chat"}"#,
-    )
-    .await;
+    let r = post_chat(&app, k, r#"{"model":"mock-chat"}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"]["param"], "messages");
     let r = call(
@@ -262,7 +224,7 @@ async fn bad_bodies_get_400_naming_the_problem() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = call(&app, "POST", "/v1/chat/completions", k, "").await;
+    let r = post_chat(&app, k, "").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = call(
         &app,
@@ -287,14 +249,7 @@ async fn bodies_over_the_limit_get_413() {
     let (app, _, _t) = app_with(&["--max-body-bytes", "256"]).await;
     let big =
         json!({"model": "mock-chat", "messages": [{"role": "user", "content": "x".repeat(300)}]});
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(ALICE),
-        &big.to_string(),
-    )
-    .await;
+    let r = post_chat(&app, Some(ALICE), &big.to_string()).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.error_code(), "request_too_large");
 }
@@ -302,14 +257,7 @@ async fn bodies_over_the_limit_get_413() {
 #[tokio::test]
 async fn mock_chat_stream_and_embeddings() {
     let (app, gw, tmp) = app().await;
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(ALICE),
-        &chat("mock-chat"),
-    )
-    .await;
+    let r = post_chat(&app, Some(ALICE), &chat("mock-chat")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["x-request-id"], "req-from-client");
     assert_eq!(r.headers["x-llmgate-model"], "mock-chat");
@@ -318,27 +266,13 @@ async fn mock_chat_stream_and_embeddings() {
     assert_eq!(v["usage"]["completion_tokens"], 3);
 
     let body = json!({"model": "mock-chat", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(ALICE),
-        &body.to_string(),
-    )
-    .await;
+    let r = post_chat(&app, Some(ALICE), &body.to_string()).await;
     let text = String::from_utf8_lossy(&r.body).to_string();
     assert!(text.ends_with("data: [DONE]\n\n"));
     assert!(!text.contains("usage"), "{text}");
     let mut body = body;
     body["stream_options"] = json!({"include_usage": true});
-    let r = call(
-        &app,
-        "POST",
-        "/v1/chat/completions",
-        Some(ALICE),
-        &body.to_string(),
-    )
-    .await;
+    let r = post_chat(&app, Some(ALICE), &body.to_string()).await;
     assert!(String::from_utf8_lossy(&r.body).contains("\"completion_tokens\":3"));
 
     let r = call(
