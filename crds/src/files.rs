@@ -26,6 +26,30 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A compile error, located in `file` when the caller knows it.
+    pub fn from_compile(e: &crate::CompileError, file: Option<String>) -> Problem {
+        Problem {
+            file,
+            resource: Some(e.resource.to_string()),
+            field: e.field.clone(),
+            reason: e.reason.as_str().into(),
+            message: e.message.clone(),
+        }
+    }
+
+    /// Something went wrong in llmgate itself rather than in the configuration.
+    pub fn internal(message: impl Into<String>) -> Problem {
+        Problem {
+            file: None,
+            resource: None,
+            field: String::new(),
+            reason: "Internal".into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(file) = &self.file {
@@ -81,19 +105,10 @@ pub fn compile_files(
     let compiled = compile(&resources);
     let (warnings, errors): (Vec<_>, Vec<_>) = compiled
         .errors
-        .into_iter()
+        .iter()
         .map(|e| {
-            let resource = e.resource.to_string();
-            (
-                e.reason,
-                Problem {
-                    file: origin.get(&resource).cloned(),
-                    resource: Some(resource),
-                    field: e.field,
-                    reason: e.reason.as_str().into(),
-                    message: e.message,
-                },
-            )
+            let file = origin.get(&e.resource.to_string()).cloned();
+            (e.reason, Problem::from_compile(e, file))
         })
         .partition(|(r, _)| *r == Reason::MissingSecret);
     if !errors.is_empty() {
@@ -116,6 +131,11 @@ fn resource_label(r: &Resource) -> String {
         meta.namespace.as_deref().unwrap_or("default"),
         meta.name.as_deref().unwrap_or("")
     )
+}
+
+/// Reads and compiles a directory: [`read_dir`] then [`compile_files`].
+pub fn load_dir(dir: &Path, secrets_dir: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
+    compile_files(&read_dir(dir)?, secrets_dir)
 }
 
 /// Every `*.yaml` / `*.yml` under `dir`, nested folders included, in a stable order. Hidden

@@ -45,14 +45,16 @@ impl ConfigSource {
 
 /// Reads, parses and compiles. Blocking file I/O: call from `spawn_blocking`.
 pub fn load(source: &ConfigSource, secrets_dir: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
-    let files: Vec<(String, String)> = match source {
-        ConfigSource::Embedded => EMBEDDED
-            .iter()
-            .map(|(n, t)| ((*n).to_string(), (*t).to_string()))
-            .collect(),
-        ConfigSource::Dir(dir) => files::read_dir(dir)?,
-    };
-    files::compile_files(&files, secrets_dir)
+    match source {
+        ConfigSource::Embedded => {
+            let embedded: Vec<(String, String)> = EMBEDDED
+                .iter()
+                .map(|(n, t)| ((*n).to_string(), (*t).to_string()))
+                .collect();
+            files::compile_files(&embedded, secrets_dir)
+        }
+        ConfigSource::Dir(dir) => files::load_dir(dir, secrets_dir),
+    }
 }
 
 /// Loads and applies once; on failure logs every problem and records the rejection.
@@ -61,15 +63,7 @@ pub async fn reload(gw: &Arc<Gateway>, source: &ConfigSource) -> bool {
     let secrets = gw.settings.secrets_dir.clone();
     let result = tokio::task::spawn_blocking(move || load(&src, secrets.as_deref()))
         .await
-        .unwrap_or_else(|e| {
-            Err(vec![Problem {
-                file: None,
-                resource: None,
-                field: String::new(),
-                reason: "Internal".into(),
-                message: format!("configuration loader crashed: {e}"),
-            }])
-        });
+        .unwrap_or_else(|e| Err(vec![Problem::internal(format!("loader crashed: {e}"))]));
     match result {
         Ok(loaded) => {
             for w in &loaded.warnings {

@@ -31,19 +31,13 @@ pub async fn run(
     };
     loop {
         let (d, s) = (dir.clone(), secrets_dir.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            files::read_dir(&d).and_then(|f| files::compile_files(&f, s.as_deref()))
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(vec![files::Problem {
-                file: None,
-                resource: None,
-                field: String::new(),
-                reason: "Internal".into(),
-                message: format!("loader crashed: {e}"),
-            }])
-        });
+        let loaded = tokio::task::spawn_blocking(move || files::load_dir(&d, s.as_deref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(vec![files::Problem::internal(format!(
+                    "loader crashed: {e}"
+                ))])
+            });
         publish(&op, loaded);
         if rx.recv().await.is_none() {
             return;

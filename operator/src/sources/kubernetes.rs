@@ -101,21 +101,11 @@ pub async fn run(
         slices: watch(&client, &namespaces, &tx),
     };
     // The first snapshot waits for every initial list: a partial view would drop models.
-    for s in &stores.endpoints {
-        let _ = s.wait_until_ready().await;
-    }
-    for s in &stores.policies {
-        let _ = s.wait_until_ready().await;
-    }
-    for s in &stores.keys {
-        let _ = s.wait_until_ready().await;
-    }
-    for s in &stores.secrets {
-        let _ = s.wait_until_ready().await;
-    }
-    for s in &stores.slices {
-        let _ = s.wait_until_ready().await;
-    }
+    ready(&stores.endpoints).await;
+    ready(&stores.policies).await;
+    ready(&stores.keys).await;
+    ready(&stores.secrets).await;
+    ready(&stores.slices).await;
     loop {
         reconcile(&op, &client, &stores, &leader).await;
         // Wait for a change, then for the burst to settle. Without changes, resync now and
@@ -130,6 +120,15 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+    }
+}
+
+async fn ready<K: Resource + Clone + 'static>(stores: &[Store<K>])
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    for s in stores {
+        let _ = s.wait_until_ready().await;
     }
 }
 
@@ -156,13 +155,7 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
     let problems: Vec<Problem> = compiled
         .errors
         .iter()
-        .map(|e| Problem {
-            file: None,
-            resource: Some(e.resource.to_string()),
-            field: e.field.clone(),
-            reason: e.reason.as_str().into(),
-            message: e.message.clone(),
-        })
+        .map(|e| Problem::from_compile(e, None))
         .collect();
     // Resources that do not compile are left out and report it in their status; the rest ships.
     publish(
