@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 use crate::duration::parse_millis;
 use crate::parse::Resource;
 use crate::resources::{
-    AccessPolicy, ApiKey, EffectSpec, ModelEndpoint, ProviderKind, RuleSpec, SecretKeySelector,
+    AccessPolicy, ApiKey, EffectSpec, FailModeSpec, LimitDimensionSpec, ModelEndpoint, PeriodSpec,
+    ProviderKind, RateLimitSpec, RuleSpec, SecretKeySelector, SubjectSpec, TeamBudget, WindowSpec,
 };
 
 /// Everything compile reads.
@@ -31,6 +32,7 @@ pub struct Resources {
     pub model_endpoints: Vec<ModelEndpoint>,
     pub access_policies: Vec<AccessPolicy>,
     pub api_keys: Vec<ApiKey>,
+    pub team_budgets: Vec<TeamBudget>,
     /// Values of the secret keys that [`Resources::secret_refs`] asked for; absent ones are
     /// reported as unresolved.
     pub secrets: BTreeMap<SecretKeyRef, Secret>,
@@ -81,6 +83,7 @@ impl Resources {
             Resource::ModelEndpoint(r) => self.model_endpoints.push(r),
             Resource::AccessPolicy(r) => self.access_policies.push(r),
             Resource::ApiKey(r) => self.api_keys.push(r),
+            Resource::TeamBudget(r) => self.team_budgets.push(r),
         }
     }
 
@@ -207,6 +210,7 @@ pub fn compile(resources: &Resources) -> Compiled {
     let mut policies_in: Vec<&AccessPolicy> = resources.access_policies.iter().collect();
     policies_in.sort_by_key(|r| source("AccessPolicy", &r.metadata));
     let mut policies = Vec::new();
+    let mut rate_limits = Vec::new();
     for p in policies_in {
         let src = source("AccessPolicy", &p.metadata);
         let mut errs = Errs::new(&src);
@@ -226,6 +230,40 @@ pub fn compile(resources: &Resources) -> Compiled {
                 rules,
             });
         }
+        let mut names = BTreeSet::new();
+        for (i, l) in p.spec.rate_limits.iter().enumerate() {
+            if !names.insert(l.name.as_str()) {
+                errs.push(
+                    format!("spec.rateLimits[{i}].name"),
+                    Reason::Conflict,
+                    format!(
+                        "another rate limit of this policy is already named {:?}",
+                        l.name
+                    ),
+                );
+                continue;
+            }
+            let before = errs.0.len();
+            let limit = compile_rate_limit(i, l, &src, &declared_models, &declared_keys, &mut errs);
+            // A limit is kept whole or not at all: dropping a broken subject would widen it to
+            // callers it was never meant for.
+            if errs.0.len() == before {
+                rate_limits.push(limit);
+            }
+        }
+        errors.extend(errs.0);
+    }
+
+    let mut budgets_in: Vec<&TeamBudget> = resources.team_budgets.iter().collect();
+    budgets_in.sort_by_key(|r| source("TeamBudget", &r.metadata));
+    let mut budgets = Vec::new();
+    for b in budgets_in {
+        let src = source("TeamBudget", &b.metadata);
+        let mut errs = Errs::new(&src);
+        let budget = compile_budget(b, &src, &declared_models, &mut errs);
+        if errs.is_empty() {
+            budgets.push(budget);
+        }
         errors.extend(errs.0);
     }
 
@@ -235,6 +273,8 @@ pub fn compile(resources: &Resources) -> Compiled {
             endpoints,
             api_keys,
             policies,
+            rate_limits,
+            budgets,
         }),
         errors,
     }
@@ -457,6 +497,10 @@ fn compile_endpoint(
         timeouts,
         failover,
         labels: me.metadata.labels.clone().unwrap_or_default(),
+        max_output_tokens: spec
+            .max_output_tokens
+            .unwrap_or(snap::DEFAULT_MAX_OUTPUT_TOKENS)
+            .max(1),
         created: me
             .metadata
             .creation_timestamp
@@ -582,8 +626,48 @@ fn compile_rule(
     errs: &mut Errs<'_>,
 ) -> Option<snap::Rule> {
     let at = format!("spec.rules[{index}]");
+    let subjects = compile_subjects(&at, &rule.subjects, namespace, declared_keys, errs);
+    let mut models = compile_models(&at, &rule.models, declared_models, errs);
+    if let Some(sel) = &rule.model_selector {
+        models.push(ModelSelector::Labels(sel.match_labels.clone()));
+    }
+    if rule.subjects.is_empty() {
+        errs.push(
+            format!("{at}.subjects"),
+            Reason::Invalid,
+            "a rule needs at least one subject",
+        );
+    }
+    if rule.models.is_empty() && rule.model_selector.is_none() {
+        errs.push(
+            format!("{at}.models"),
+            Reason::Invalid,
+            "a rule needs models or a modelSelector",
+        );
+    }
+    if subjects.is_empty() || models.is_empty() {
+        return None;
+    }
+    Some(snap::Rule {
+        name: rule.name.clone().unwrap_or_else(|| format!("rule-{index}")),
+        effect: match rule.effect {
+            EffectSpec::Allow => snap::Effect::Allow,
+            EffectSpec::Deny => snap::Effect::Deny,
+        },
+        subjects,
+        models,
+    })
+}
+
+fn compile_subjects(
+    at: &str,
+    specs: &[SubjectSpec],
+    namespace: &str,
+    declared_keys: &BTreeSet<String>,
+    errs: &mut Errs<'_>,
+) -> Vec<snap::Subject> {
     let mut subjects = Vec::new();
-    for (i, s) in rule.subjects.iter().enumerate() {
+    for (i, s) in specs.iter().enumerate() {
         let field = format!("{at}.subjects[{i}]");
         let set = [
             s.user.is_some(),
@@ -639,8 +723,18 @@ fn compile_rule(
         };
         subjects.push(subject);
     }
+    subjects
+}
+
+/// Model names (which must be served) and globs.
+fn compile_models(
+    at: &str,
+    names: &[String],
+    declared_models: &BTreeSet<&str>,
+    errs: &mut Errs<'_>,
+) -> Vec<ModelSelector> {
     let mut models = Vec::new();
-    for (i, m) in rule.models.iter().enumerate() {
+    for (i, m) in names.iter().enumerate() {
         if m.contains(['*', '?']) {
             models.push(ModelSelector::Glob(m.clone()));
         } else if declared_models.contains(m.as_str()) {
@@ -653,35 +747,152 @@ fn compile_rule(
             );
         }
     }
-    if let Some(sel) = &rule.model_selector {
-        models.push(ModelSelector::Labels(sel.match_labels.clone()));
+    models
+}
+
+fn fail_mode(spec: Option<FailModeSpec>, default: snap::FailMode) -> snap::FailMode {
+    match spec {
+        None => default,
+        Some(FailModeSpec::Open) => snap::FailMode::Open,
+        Some(FailModeSpec::Closed) => snap::FailMode::Closed,
     }
-    if rule.subjects.is_empty() {
+}
+
+fn compile_rate_limit(
+    index: usize,
+    spec: &RateLimitSpec,
+    src: &ResourceRef,
+    declared_models: &BTreeSet<&str>,
+    declared_keys: &BTreeSet<String>,
+    errs: &mut Errs<'_>,
+) -> snap::RateLimit {
+    let at = format!("spec.rateLimits[{index}]");
+    let subjects = compile_subjects(&at, &spec.subjects, &src.namespace, declared_keys, errs);
+    let models = compile_models(&at, &spec.models, declared_models, errs);
+    if spec.requests.is_none() && spec.tokens.is_none() {
+        errs.push(at.clone(), Reason::Invalid, "set requests, tokens or both");
+    }
+    if spec.requests == Some(0) || spec.tokens == Some(0) {
         errs.push(
-            format!("{at}.subjects"),
+            at.clone(),
             Reason::Invalid,
-            "a rule needs at least one subject",
+            "a limit of 0 refuses everything; use a deny rule instead",
         );
     }
-    if rule.models.is_empty() && rule.model_selector.is_none() {
-        errs.push(
-            format!("{at}.models"),
-            Reason::Invalid,
-            "a rule needs models or a modelSelector",
-        );
-    }
-    if subjects.is_empty() || models.is_empty() {
-        return None;
-    }
-    Some(snap::Rule {
-        name: rule.name.clone().unwrap_or_else(|| format!("rule-{index}")),
-        effect: match rule.effect {
-            EffectSpec::Allow => snap::Effect::Allow,
-            EffectSpec::Deny => snap::Effect::Deny,
-        },
+    let mut per: Vec<snap::LimitDimension> = spec
+        .per
+        .iter()
+        .map(|d| match d {
+            LimitDimensionSpec::User => snap::LimitDimension::User,
+            LimitDimensionSpec::Team => snap::LimitDimension::Team,
+            LimitDimensionSpec::Model => snap::LimitDimension::Model,
+        })
+        .collect();
+    per.sort();
+    per.dedup();
+    snap::RateLimit {
+        source: src.clone(),
+        name: spec.name.clone(),
         subjects,
         models,
-    })
+        per,
+        window: match spec.window {
+            WindowSpec::Minute => snap::Window::Minute,
+            WindowSpec::Hour => snap::Window::Hour,
+            WindowSpec::Day => snap::Window::Day,
+        },
+        requests: spec.requests,
+        tokens: spec.tokens,
+        fail_mode: fail_mode(spec.fail_mode, snap::FailMode::Open),
+        local_allowance_percent: spec.local_allowance_percent.unwrap_or(10).min(100),
+    }
+}
+
+fn compile_budget(
+    b: &TeamBudget,
+    src: &ResourceRef,
+    declared_models: &BTreeSet<&str>,
+    errs: &mut Errs<'_>,
+) -> snap::Budget {
+    let spec = &b.spec;
+    let models = compile_models("spec", &spec.models, declared_models, errs);
+    let time_zone = spec.time_zone.clone().unwrap_or_else(|| "UTC".to_owned());
+    if jiff::tz::TimeZone::get(&time_zone).is_err() {
+        errs.push(
+            "spec.timeZone",
+            Reason::Invalid,
+            format!("unknown time zone {time_zone:?}; use an IANA name such as Europe/Berlin"),
+        );
+    }
+    if !(spec.amount_usd.is_finite() && spec.amount_usd >= 0.0) {
+        errs.push(
+            "spec.amountUsd",
+            Reason::Invalid,
+            "amountUsd must be a number of USD, 0 or more",
+        );
+    }
+    for (i, m) in spec.fallback.iter().enumerate() {
+        let field = format!("spec.fallback[{i}]");
+        if !declared_models.contains(m.as_str()) {
+            errs.push(
+                field,
+                Reason::DanglingRef,
+                format!("no ModelEndpoint serves model {m:?}"),
+            );
+        } else if models.iter().any(|s| s.matches(m, &BTreeMap::new())) || spec.models.is_empty() {
+            errs.push(
+                field,
+                Reason::Invalid,
+                format!("fallback model {m:?} is covered by this same budget, so it cannot help once the budget is spent"),
+            );
+        }
+    }
+    if spec.clamp_max_tokens == Some(true) && !spec.fallback.is_empty() {
+        errs.push(
+            "spec.clampMaxTokens",
+            Reason::Invalid,
+            "choose clampMaxTokens or fallback, not both",
+        );
+    }
+    let mut alert_thresholds = Vec::new();
+    let mut alert_webhook = None;
+    if let Some(a) = &spec.alerts {
+        alert_thresholds = if a.thresholds.is_empty() {
+            vec![50, 80, 100]
+        } else {
+            a.thresholds.clone()
+        };
+        if let Some(t) = alert_thresholds.iter().find(|t| **t == 0 || **t > 100) {
+            errs.push(
+                "spec.alerts.thresholds",
+                Reason::Invalid,
+                format!("threshold {t} is not a percent between 1 and 100"),
+            );
+        }
+        alert_thresholds.sort_unstable();
+        alert_thresholds.dedup();
+        if let Err(m) = parse_base_url(&a.webhook_url) {
+            errs.push("spec.alerts.webhookUrl", Reason::Invalid, m);
+        }
+        alert_webhook = Some(a.webhook_url.clone());
+    }
+    snap::Budget {
+        source: src.clone(),
+        team: spec.team.clone(),
+        amount_micros: (spec.amount_usd.max(0.0) * 1e6).round() as u64,
+        period: match spec.period {
+            PeriodSpec::Day => snap::Period::Day,
+            PeriodSpec::Month => snap::Period::Month,
+        },
+        time_zone,
+        models,
+        fallback: spec.fallback.clone(),
+        clamp_max_tokens: spec.clamp_max_tokens.unwrap_or(false),
+        fail_mode: fail_mode(spec.fail_mode, snap::FailMode::Closed),
+        local_allowance_percent: spec.local_allowance_percent.unwrap_or(5).min(100),
+        alert_thresholds,
+        alert_webhook,
+    }
 }
 
 /// The replicas a `service` replica stands for: one per ready endpoint, named

@@ -124,6 +124,7 @@ fn resource_label(r: &Resource) -> String {
     let (kind, meta) = match r {
         Resource::ModelEndpoint(x) => ("ModelEndpoint", &x.metadata),
         Resource::AccessPolicy(x) => ("AccessPolicy", &x.metadata),
+        Resource::TeamBudget(x) => ("TeamBudget", &x.metadata),
         Resource::ApiKey(x) => ("ApiKey", &x.metadata),
     };
     format!(

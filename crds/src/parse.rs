@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::resources::{AccessPolicy, ApiKey, ModelEndpoint};
+use crate::resources::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
 
 /// One llmgate resource of any kind.
 // Parsed once per configuration change, never on a request path: size does not matter.
@@ -14,6 +14,7 @@ pub enum Resource {
     ModelEndpoint(ModelEndpoint),
     AccessPolicy(AccessPolicy),
     ApiKey(ApiKey),
+    TeamBudget(TeamBudget),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,11 +109,12 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
             "ModelEndpoint" => Resource::ModelEndpoint(typed(value, &fail)?),
             "AccessPolicy" => Resource::AccessPolicy(typed(value, &fail)?),
             "ApiKey" => Resource::ApiKey(typed(value, &fail)?),
+            "TeamBudget" => Resource::TeamBudget(typed(value, &fail)?),
             other => {
                 return Err(fail(
                     "kind",
                     format!(
-                        "unknown kind {other:?}; expected ModelEndpoint, AccessPolicy or ApiKey"
+                        "unknown kind {other:?}; expected ModelEndpoint, AccessPolicy, ApiKey or TeamBudget"
                     ),
                 ));
             }

@@ -63,6 +63,11 @@ pub struct ModelEndpointSpec {
     /// Behaviour of the built-in `mock` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockSpec>,
+    /// The most output tokens one request may ask for (default 4096): what budgets and token
+    /// limits reserve when a request does not set `max_tokens`, and the cap sent upstream then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub max_output_tokens: Option<u32>,
     /// `owned_by` in `/v1/models`; defaults to the provider kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned_by: Option<String>,
@@ -265,8 +270,9 @@ pub struct ApiKeySpec {
     pub secret_ref: Option<SecretKeySelector>,
 }
 
-/// Who may call which models. Deny by default; a matching deny rule beats any allow.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Who may call which models, and how often. Deny by default; a matching deny rule beats any
+/// allow. Rate limits apply on top of the rules: every limit that matches a call must admit it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "llmgate.dev",
     version = "v1alpha1",
@@ -278,10 +284,156 @@ pub struct ApiKeySpec {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("(has(self.rules) && size(self.rules) > 0) || (has(self.rateLimits) && size(self.rateLimits) > 0)").message("a policy needs rules or rateLimits"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessPolicySpec {
-    #[schemars(length(min = 1, max = 256))]
+    #[serde(default)]
+    #[schemars(length(max = 256))]
     pub rules: Vec<RuleSpec>,
+    /// Limits on requests and tokens per window, counted across every data-plane replica.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub rate_limits: Vec<RateLimitSpec>,
+}
+
+/// One rate limit. A counter is kept per combination of the `per` dimensions: `[user]` limits
+/// each user on their own, `[team, model]` each team on each model, `[]` everyone it applies to
+/// together.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.requests) || has(self.tokens)").message("set requests, tokens or both"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Named in errors, headers and metrics.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Callers it applies to (default: everyone who authenticated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub subjects: Vec<SubjectSpec>,
+    /// Model names or globs it applies to (default: all models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    pub models: Vec<String>,
+    #[serde(default)]
+    #[schemars(length(max = 3))]
+    pub per: Vec<LimitDimensionSpec>,
+    pub window: WindowSpec,
+    /// Requests per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests: Option<u64>,
+    /// Prompt plus completion tokens per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens: Option<u64>,
+    /// When the counter store is unreachable: `open` (default) admits within a local allowance
+    /// per replica, `closed` refuses with 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_mode: Option<FailModeSpec>,
+    /// Percent of the limit each replica may admit on its own while the store is away
+    /// (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub local_allowance_percent: Option<u8>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitDimensionSpec {
+    User,
+    Team,
+    Model,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowSpec {
+    Minute,
+    Hour,
+    Day,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailModeSpec {
+    Open,
+    Closed,
+}
+
+/// What a team may spend on some models per day or month, and what happens when it is spent.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "llmgate.dev",
+    version = "v1alpha1",
+    kind = "TeamBudget",
+    namespaced,
+    status = "ResourceStatus",
+    shortname = "tb",
+    category = "llmgate",
+    printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.team"}"#,
+    printcolumn = r#"{"name":"USD","type":"number","jsonPath":".spec.amountUsd"}"#,
+    printcolumn = r#"{"name":"Period","type":"string","jsonPath":".spec.period"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!has(self.clampMaxTokens) || !self.clampMaxTokens || !has(self.fallback) || size(self.fallback) == 0").message("choose clampMaxTokens or fallback, not both"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TeamBudgetSpec {
+    /// The team (as an ApiKey's `team` names it). `*`: every team without a TeamBudget of its
+    /// own for the model gets its own budget of this size.
+    #[schemars(length(min = 1, max = 253))]
+    pub team: String,
+    /// USD per period.
+    #[schemars(range(min = 0.0, max = 1.0e9))]
+    pub amount_usd: f64,
+    pub period: PeriodSpec,
+    /// IANA time zone whose calendar the period follows (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// Model names or globs whose cost counts against the budget (default: all models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    pub models: Vec<String>,
+    /// Models to serve instead, in order, once the budget cannot cover a request. Empty:
+    /// refuse with 429 `budget_exceeded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 256)))]
+    pub fallback: Vec<String>,
+    /// Lower a request's `max_tokens` to what the remaining budget can pay for, rather than
+    /// refusing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp_max_tokens: Option<bool>,
+    /// When the counter store is unreachable: `closed` (default) refuses with 503, `open`
+    /// admits within a local allowance per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_mode: Option<FailModeSpec>,
+    /// Percent of the amount each replica may spend on its own while the store is away
+    /// (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub local_allowance_percent: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<BudgetAlertsSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PeriodSpec {
+    Day,
+    Month,
+}
+
+/// A JSON POST to `webhookUrl` when spend crosses each threshold, once per period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetAlertsSpec {
+    /// Percent of the amount (default 50, 80, 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(range(min = 1, max = 100)))]
+    pub thresholds: Vec<u8>,
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s]+$"))]
+    pub webhook_url: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

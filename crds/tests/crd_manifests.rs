@@ -7,11 +7,16 @@ use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint};
+use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
 use serde_json::Value;
 
 fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ModelEndpoint::crd(), ApiKey::crd(), AccessPolicy::crd()]
+    vec![
+        ModelEndpoint::crd(),
+        ApiKey::crd(),
+        AccessPolicy::crd(),
+        TeamBudget::crd(),
+    ]
 }
 
 fn chart_dir() -> PathBuf {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
-use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint};
+use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -15,6 +15,7 @@ fn schema_for(kind: &str) -> Option<Value> {
         "ModelEndpoint" => ModelEndpoint::crd(),
         "ApiKey" => ApiKey::crd(),
         "AccessPolicy" => AccessPolicy::crd(),
+        "TeamBudget" => TeamBudget::crd(),
         _ => return None,
     };
     let v = serde_json::to_value(&crd).ok()?;
@@ -213,7 +214,26 @@ fn the_rules_refuse_what_compile_would_refuse() {
             "kind: AccessPolicy\nspec: {rules: [{subjects: [{team: t}]}]}",
             "needs models or a modelSelector",
         ),
-        ("kind: AccessPolicy\nspec: {rules: []}", "out of bounds"),
+        (
+            "kind: AccessPolicy\nspec: {rules: []}",
+            "needs rules or rateLimits",
+        ),
+        (
+            "kind: AccessPolicy\nspec: {rateLimits: [{name: a, window: minute}]}",
+            "set requests, tokens or both",
+        ),
+        (
+            "kind: AccessPolicy\nspec: {rateLimits: [{name: a, window: week, requests: 1}]}",
+            "not one of",
+        ),
+        (
+            "kind: TeamBudget\nspec: {team: t, amountUsd: 10, period: day, fallback: [m], clampMaxTokens: true}",
+            "clampMaxTokens or fallback",
+        ),
+        (
+            "kind: TeamBudget\nspec: {team: t, amountUsd: -1, period: day}",
+            "out of range",
+        ),
     ];
     for (yaml, expected) in cases {
         let text = format!("apiVersion: llmgate.dev/v1alpha1\nmetadata: {{name: x}}\n{yaml}");

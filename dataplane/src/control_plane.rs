@@ -311,6 +311,8 @@ fn verified(s: &Snapshot) -> bool {
         endpoints: s.endpoints.clone(),
         api_keys: s.api_keys.clone(),
         policies: s.policies.clone(),
+        rate_limits: s.rate_limits.clone(),
+        budgets: s.budgets.clone(),
     };
     Snapshot::new(content).version == s.version
 }

@@ -18,6 +18,7 @@ pub fn endpoint(model: &str, upstream: &str) -> Endpoint {
         timeouts: Timeouts::default(),
         failover: Failover::default(),
         labels: Default::default(),
+        max_output_tokens: 4096,
         owned_by: "test".into(),
         created: 0,
     }

@@ -5,7 +5,7 @@
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use llmgate_crds::resources::ResourceStatus;
-use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint};
+use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
 use llmgate_snapshot::ResourceRef;
 use serde::de::DeserializeOwned;
 
@@ -24,6 +24,7 @@ pub async fn write(
             "ModelEndpoint" => patch_one::<ModelEndpoint>(client, &r, &patch).await?,
             "AccessPolicy" => patch_one::<AccessPolicy>(client, &r, &patch).await?,
             "ApiKey" => patch_one::<ApiKey>(client, &r, &patch).await?,
+            "TeamBudget" => patch_one::<TeamBudget>(client, &r, &patch).await?,
             other => {
                 tracing::warn!(kind = other, "no status subresource for this kind");
                 continue;

@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub endpoints: Vec<Endpoint>,
     pub api_keys: Vec<ApiKey>,
     pub policies: Vec<Policy>,
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
 }
 
 /// The parts of a snapshot that its version hashes over.
@@ -31,6 +35,8 @@ pub struct SnapshotContent {
     pub endpoints: Vec<Endpoint>,
     pub api_keys: Vec<ApiKey>,
     pub policies: Vec<Policy>,
+    pub rate_limits: Vec<RateLimit>,
+    pub budgets: Vec<Budget>,
 }
 
 impl Snapshot {
@@ -45,13 +51,22 @@ impl Snapshot {
             endpoints,
             api_keys,
             policies,
+            rate_limits,
+            budgets,
         } = content;
         Snapshot {
             version,
             endpoints,
             api_keys,
             policies,
+            rate_limits,
+            budgets,
         }
+    }
+
+    /// Whether any limit or budget needs shared counters.
+    pub fn needs_counters(&self) -> bool {
+        !self.rate_limits.is_empty() || !self.budgets.is_empty()
     }
 
     /// An empty snapshot: serves nothing, denies everything.
@@ -90,9 +105,19 @@ pub struct Endpoint {
     pub timeouts: Timeouts,
     pub failover: Failover,
     pub labels: BTreeMap<String, String>,
+    /// The most output tokens one request may ask for; what budgets and token limits reserve
+    /// when a request does not set `max_tokens`.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
     pub owned_by: String,
     /// Unix seconds, for `/v1/models`.
     pub created: i64,
+}
+
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
+
+fn default_max_output_tokens() -> u32 {
+    DEFAULT_MAX_OUTPUT_TOKENS
 }
 
 /// The provider protocol an endpoint speaks.
@@ -281,6 +306,122 @@ impl ModelSelector {
             ModelSelector::Name(n) => n == model,
             ModelSelector::Glob(g) => glob_match(g.as_bytes(), model.as_bytes()),
             ModelSelector::Labels(want) => want.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        }
+    }
+}
+
+/// What a limit or budget does when the shared counter store cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailMode {
+    /// Admit within a bounded allowance counted on each replica, reconciled when the store
+    /// returns.
+    Open,
+    /// Refuse with 503 until the store returns.
+    #[default]
+    Closed,
+}
+
+/// A rate limit from an AccessPolicy's `rateLimits`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub source: ResourceRef,
+    pub name: String,
+    /// Callers it applies to; empty means every authenticated caller.
+    pub subjects: Vec<Subject>,
+    /// Models it applies to; empty means all.
+    pub models: Vec<ModelSelector>,
+    /// What one counter is kept per (none: one counter shared by everyone it applies to).
+    pub per: Vec<LimitDimension>,
+    pub window: Window,
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+    pub fail_mode: FailMode,
+    /// Percent of the limit each replica may admit on its own while the store is away
+    /// (`failMode: open`).
+    pub local_allowance_percent: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitDimension {
+    User,
+    Team,
+    Model,
+}
+
+impl LimitDimension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitDimension::User => "user",
+            LimitDimension::Team => "team",
+            LimitDimension::Model => "model",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Window {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Window {
+    pub fn millis(self) -> u64 {
+        match self {
+            Window::Minute => 60_000,
+            Window::Hour => 3_600_000,
+            Window::Day => 86_400_000,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+        }
+    }
+}
+
+/// A team's spending limit over a calendar period, from a `TeamBudget`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub source: ResourceRef,
+    /// The team it applies to; `*` gives every team without a budget of its own for a model
+    /// its own budget of this size.
+    pub team: String,
+    /// Millionths of a USD.
+    pub amount_micros: u64,
+    pub period: Period,
+    /// IANA time zone the period's calendar follows (`UTC`, `Europe/Berlin`).
+    pub time_zone: String,
+    /// Models whose cost counts against it; empty means all.
+    pub models: Vec<ModelSelector>,
+    /// Models to serve instead, in order, when the budget cannot cover a request. Empty: refuse.
+    pub fallback: Vec<String>,
+    /// Lower `max_tokens` to what the remaining budget can pay for instead of falling back.
+    pub clamp_max_tokens: bool,
+    pub fail_mode: FailMode,
+    pub local_allowance_percent: u8,
+    /// Percent of the amount at which the webhook is told, once per period each.
+    pub alert_thresholds: Vec<u8>,
+    pub alert_webhook: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
         }
     }
 }

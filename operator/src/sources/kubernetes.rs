@@ -18,7 +18,7 @@ use llmgate_crds::files::{Loaded, Problem};
 use llmgate_crds::status::{Observed, changed_statuses};
 use llmgate_crds::{
     AccessPolicy, ApiKey, ModelEndpoint, Resources, SecretKeyRef, ServiceBackend, ServiceKey,
-    compile,
+    TeamBudget, compile,
 };
 use llmgate_snapshot::{ResourceRef, Secret};
 use serde::de::DeserializeOwned;
@@ -36,6 +36,7 @@ struct Stores {
     endpoints: Vec<Store<ModelEndpoint>>,
     policies: Vec<Store<AccessPolicy>>,
     keys: Vec<Store<ApiKey>>,
+    budgets: Vec<Store<TeamBudget>>,
     secrets: Vec<Store<KubeSecret>>,
     slices: Vec<Store<EndpointSlice>>,
 }
@@ -97,6 +98,7 @@ pub async fn run(
         endpoints: watch(&client, &namespaces, &tx),
         policies: watch(&client, &namespaces, &tx),
         keys: watch(&client, &namespaces, &tx),
+        budgets: watch(&client, &namespaces, &tx),
         secrets: watch(&client, &namespaces, &tx),
         slices: watch(&client, &namespaces, &tx),
     };
@@ -104,6 +106,7 @@ pub async fn run(
     ready(&stores.endpoints).await;
     ready(&stores.policies).await;
     ready(&stores.keys).await;
+    ready(&stores.budgets).await;
     ready(&stores.secrets).await;
     ready(&stores.slices).await;
     loop {
@@ -143,10 +146,12 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
     let endpoints = all(&stores.endpoints);
     let policies = all(&stores.policies);
     let keys = all(&stores.keys);
+    let budgets = all(&stores.budgets);
     let mut resources = Resources {
         model_endpoints: endpoints.iter().map(|r| (**r).clone()).collect(),
         access_policies: policies.iter().map(|r| (**r).clone()).collect(),
         api_keys: keys.iter().map(|r| (**r).clone()).collect(),
+        team_budgets: budgets.iter().map(|r| (**r).clone()).collect(),
         secrets: BTreeMap::new(),
         services: Some(services(&all(&stores.slices))),
     };
@@ -179,6 +184,11 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
         .chain(
             keys.iter()
                 .map(|r| observed("ApiKey", r.as_ref(), r.status.as_ref())),
+        )
+        .chain(
+            budgets
+                .iter()
+                .map(|r| observed("TeamBudget", r.as_ref(), r.status.as_ref())),
         );
     let changed = changed_statuses(observed, &compiled.errors, jiff::Timestamp::now());
     match crate::status::write(client, changed).await {
