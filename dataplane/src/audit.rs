@@ -50,6 +50,22 @@ pub struct AuditRecord {
     pub error_message: Option<String>,
     pub usage: Option<Usage>,
     pub cost_usd: Option<f64>,
+    /// The cost in millionths of a USD, rounded up: what budgets are charged for this usage.
+    pub cost_usd_micros: Option<u64>,
+    /// What the budgets covering the served model were charged (the cost, or, for a request
+    /// that ended without a usage report after producing output, its reservation).
+    pub budget_charged_usd_micros: Option<u64>,
+    /// The model asked for, when a spent budget sent the request to a fallback.
+    pub fallback_from: Option<Arc<str>>,
+    /// `budget_exhausted:<namespace/budget>`.
+    pub fallback_reason: Option<Arc<str>>,
+    /// `max_tokens` lowered to what the budget could pay for.
+    pub max_tokens_clamped: Option<u64>,
+    /// The rate limit (`namespace/policy#limit`) that refused the request.
+    pub rate_limit: Option<Arc<str>>,
+    /// Where limits and budgets were counted: `memory`, `redis`, `redis-cluster`, or `local`
+    /// (this replica's allowance while Redis was unreachable).
+    pub counters: Option<&'static str>,
     pub latency_ms: Latency,
     pub snapshot_version: Arc<str>,
 }

@@ -85,6 +85,25 @@ pub struct Settings {
     #[arg(long, env = "LLMGATE_RELOAD_DEBOUNCE", default_value = "200ms", value_parser = duration)]
     pub reload_debounce: Duration,
 
+    /// Redis for the rate-limit and budget counters shared by every replica
+    /// (`redis://[:password@]host:6379/0`, `rediss://` for TLS). Without it (and without
+    /// `--redis-cluster-nodes`) counters live in this process: right for one replica only.
+    #[arg(
+        long,
+        env = "LLMGATE_REDIS_URL",
+        conflicts_with = "redis_cluster_nodes"
+    )]
+    pub redis_url: Option<String>,
+
+    /// Redis Cluster seed nodes, comma-separated `redis://host:port` URLs.
+    #[arg(long, env = "LLMGATE_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
+
+    /// How long one counter call may take before Redis counts as unreachable and each limit's
+    /// fail mode applies.
+    #[arg(long, env = "LLMGATE_REDIS_TIMEOUT", default_value = "100ms", value_parser = duration)]
+    pub redis_timeout: Duration,
+
     /// Log format: `text` or `json`. The level comes from LLMGATE_LOG (e.g. `info,llmgate=debug`).
     #[arg(long, env = "LLMGATE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -45,6 +45,42 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("upstream sent a response llmgate cannot read: {0}")]
     BadUpstreamResponse(String),
+    #[error(
+        "Rate limit reached for {unit} on model `{model}`: {limit} allows no more {unit} per {per} right now"
+    )]
+    RateLimited {
+        limit: std::sync::Arc<str>,
+        unit: &'static str,
+        per: &'static str,
+        model: String,
+        retry_after_us: u64,
+    },
+    #[error(
+        "Request needs {needed} {unit}, more than {limit} allows in a whole {window} ({allowed})"
+    )]
+    ExceedsLimit {
+        limit: std::sync::Arc<str>,
+        unit: &'static str,
+        needed: u64,
+        allowed: u64,
+        window: &'static str,
+    },
+    #[error(
+        "Team `{team}` has spent its {period}ly budget {budget} (${amount_usd:.2}) for model `{model}`; it resets at {resets_at}"
+    )]
+    BudgetExhausted {
+        budget: std::sync::Arc<str>,
+        team: String,
+        model: String,
+        amount_usd: f64,
+        period: &'static str,
+        resets_at: String,
+        retry_after_secs: u64,
+    },
+    #[error(
+        "usage limits cannot be checked right now (the counter store is unreachable), and this model's limits fail closed"
+    )]
+    CountersUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,6 +119,10 @@ impl GatewayError {
             }
             GatewayError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::RateLimited { .. }
+            | GatewayError::ExceedsLimit { .. }
+            | GatewayError::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::CountersUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +148,10 @@ impl GatewayError {
             GatewayError::Unreachable(_) => "upstream_unreachable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::BadUpstreamResponse(_) => "bad_upstream_response",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::ExceedsLimit { .. } => "exceeds_rate_limit",
+            GatewayError::BudgetExhausted { .. } => "budget_exhausted",
+            GatewayError::CountersUnavailable => "counters_unavailable",
             GatewayError::Internal(_) => "internal",
         }
     }
@@ -118,7 +162,7 @@ impl GatewayError {
             | GatewayError::Unreachable(_)
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::BadUpstreamResponse(_) => Fault::Upstream,
-            GatewayError::Internal(_) => Fault::Internal,
+            GatewayError::Internal(_) | GatewayError::CountersUnavailable => Fault::Internal,
             _ => Fault::Client,
         }
     }
@@ -151,6 +195,10 @@ impl GatewayError {
             GatewayError::BadUpstreamResponse(_) => {
                 ("upstream_error", Some("bad_upstream_response"))
             }
+            GatewayError::RateLimited { unit, .. } => (unit, Some("rate_limit_exceeded")),
+            GatewayError::ExceedsLimit { unit, .. } => (unit, Some("rate_limit_exceeded")),
+            GatewayError::BudgetExhausted { .. } => ("insufficient_quota", Some("budget_exceeded")),
+            GatewayError::CountersUnavailable => ("server_error", Some("counters_unavailable")),
             GatewayError::Internal(_) => ("server_error", None),
         }
     }
@@ -232,10 +280,24 @@ impl IntoResponse for GatewayError {
             } => {
                 h.insert(header::RETRY_AFTER, v.clone());
             }
+            GatewayError::RateLimited { retry_after_us, .. } => {
+                let secs = retry_after_us.div_ceil(1_000_000).max(1);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                h.insert(
+                    "retry-after-ms",
+                    HeaderValue::from(retry_after_us.div_ceil(1000).max(1)),
+                );
+            }
+            GatewayError::BudgetExhausted {
+                retry_after_secs, ..
+            } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
             _ => {}
         }
-        // The SDKs retry 408/409/429/5xx; retrying our own client errors is pointless.
-        if self.fault() == Fault::Client {
+        // The SDKs retry 408/409/429/5xx; retrying our own client errors is pointless, but a
+        // rate limit is worth waiting for.
+        if self.fault() == Fault::Client && !matches!(self, GatewayError::RateLimited { .. }) {
             h.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         resp

@@ -8,9 +8,11 @@
 //! `llmgate_crds::compile`, or [`control_plane`] subscribes to the operator's snapshots;
 //! either way [`state::Gateway::apply`] swaps the [`runtime::Runtime`] built from the snapshot.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod control_plane;
+pub mod counters;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod runtime;
 pub mod sse;
 pub mod standalone;
 pub mod state;
+pub mod tokens;
 pub mod types;
 
 #[cfg(test)]
@@ -140,6 +143,15 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     background.push(tokio::spawn(pipeline::route::probe_ejected(Arc::clone(
         &gw,
     ))));
+    alerts::install(&gw);
+    let counters_task = {
+        let rx = gw.counters_rx.lock().ok().and_then(|mut r| r.take());
+        rx.map(|rx| tokio::spawn(Arc::clone(&gw.counters).run(rx)))
+    };
+    tracing::info!(
+        store = gw.counters.describe(),
+        "rate-limit and budget counters"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = {
@@ -176,6 +188,15 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
 
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
+    // Every request has ended: hand the last settles to Redis.
+    gw.counters.stop();
+    if let Some(t) = counters_task
+        && tokio::time::timeout(std::time::Duration::from_secs(5), t)
+            .await
+            .is_err()
+    {
+        tracing::warn!("counter settles did not finish within 5 s");
+    }
     for t in background {
         t.abort();
     }

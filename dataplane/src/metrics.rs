@@ -48,8 +48,43 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `namespace/policy#limit` or `namespace/budget`.
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub budget: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub budget: String,
+    pub threshold: u8,
+    pub result: &'static str,
+}
+
+/// The counter store's health, shared with [`crate::counters::Counters`].
+#[derive(Clone, Default)]
+pub struct CounterMetrics {
+    pub degraded: Gauge,
+    pub errors: Counter,
+    pub local_admissions: Counter,
+    pub journal_dropped: Counter,
+    pub journal: Gauge,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub counters: CounterMetrics,
+    pub rate_limited: Family<LimitLabels, Counter>,
+    pub budget_exhausted: Family<LimitLabels, Counter>,
+    pub fallbacks: Family<FallbackLabels, Counter>,
+    pub alerts: Family<AlertLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<ModelLabel>,
     ttft: HistogramFamily<ModelLabel>,
@@ -157,8 +192,63 @@ impl Metrics {
             "Audit records dropped because the sink could not keep up",
             audit_dropped.clone(),
         );
+        let counters = CounterMetrics::default();
+        registry.register(
+            "counter_store_degraded",
+            "1 while the shared counter store is unreachable and fail modes apply",
+            counters.degraded.clone(),
+        );
+        registry.register(
+            "counter_store_errors",
+            "Failed or timed-out calls to the counter store",
+            counters.errors.clone(),
+        );
+        registry.register(
+            "counter_store_local_admissions",
+            "Admissions decided against this replica's local allowance (degraded mode)",
+            counters.local_admissions.clone(),
+        );
+        registry.register(
+            "counter_store_journal_dropped",
+            "Counts that could not be kept for replay (journal full)",
+            counters.journal_dropped.clone(),
+        );
+        registry.register(
+            "counter_store_journal_items",
+            "Counts kept on this replica for replay into the counter store",
+            counters.journal.clone(),
+        );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit",
+            rate_limited.clone(),
+        );
+        let budget_exhausted = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "budget_exhausted",
+            "Requests refused because a budget was spent and no fallback could serve them",
+            budget_exhausted.clone(),
+        );
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "budget_fallbacks",
+            "Requests served by a fallback model because a budget was spent",
+            fallbacks.clone(),
+        );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "budget_alerts",
+            "Budget threshold alerts by budget, threshold and delivery result",
+            alerts.clone(),
+        );
         Metrics {
             registry,
+            counters,
+            rate_limited,
+            budget_exhausted,
+            fallbacks,
+            alerts,
             requests,
             duration,
             ttft,

@@ -12,7 +12,9 @@ use serde_json::json;
 
 use crate::http::client::{Clients, UpstreamClient};
 use crate::metrics::{EndpointMetrics, Metrics};
+use crate::pipeline::budget::BudgetRt;
 use crate::pipeline::policy::{self, Decision};
+use crate::pipeline::ratelimit::LimitRt;
 use crate::pipeline::route::ReplicaState;
 use crate::providers::{self, HttpAdapter, Serving};
 
@@ -26,6 +28,12 @@ pub struct Runtime {
     by_model: HashMap<Arc<str>, usize>,
     keys: HashMap<[u8; 32], usize>,
     pub api_keys: Vec<KeyRt>,
+    pub limits: Vec<LimitRt>,
+    pub budgets: Vec<BudgetRt>,
+    /// Per endpoint: the limits whose models cover it.
+    limits_by_endpoint: Vec<Vec<usize>>,
+    /// Per endpoint: the budgets whose models cover it.
+    budgets_by_endpoint: Vec<Vec<usize>>,
 }
 
 pub struct EndpointRt {
@@ -63,6 +71,11 @@ pub struct KeyRt {
     pub decisions: Vec<Decision>,
     /// The `GET /v1/models` body for this key.
     pub models_body: Bytes,
+    /// Hash tag of the caller's counters (`t:<team>`): a caller's limits and budgets share
+    /// one Redis Cluster slot, so one call covers them.
+    pub tag: Arc<str>,
+    /// The rate limits whose subjects include this caller.
+    pub limits: Vec<usize>,
 }
 
 impl Runtime {
@@ -126,6 +139,27 @@ impl Runtime {
             .map(|(i, e)| (Arc::clone(&e.model), i))
             .collect();
 
+        let limits: Vec<LimitRt> = snapshot.rate_limits.iter().map(LimitRt::build).collect();
+        let budgets: Vec<BudgetRt> = snapshot.budgets.iter().map(BudgetRt::build).collect();
+        let limits_by_endpoint = snapshot
+            .endpoints
+            .iter()
+            .map(|ep| {
+                (0..limits.len())
+                    .filter(|&i| limits[i].applies_to_model(ep))
+                    .collect()
+            })
+            .collect();
+        let budgets_by_endpoint = snapshot
+            .endpoints
+            .iter()
+            .map(|ep| {
+                (0..budgets.len())
+                    .filter(|&i| budgets[i].covers(ep))
+                    .collect()
+            })
+            .collect();
+
         // Resources read from files have no creation time; report when this config was loaded.
         let loaded_at = jiff::Timestamp::now().as_second();
         let api_keys: Vec<KeyRt> = snapshot
@@ -155,11 +189,19 @@ impl Runtime {
                     serde_json::to_vec(&json!({"object": "list", "data": data}))
                         .unwrap_or_default(),
                 );
+                let limits = limits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.applies_to_caller(&identity))
+                    .map(|(i, _)| i)
+                    .collect();
                 Some(KeyRt {
                     digest,
+                    tag: Arc::from(format!("t:{}", identity.team.as_deref().unwrap_or("-"))),
                     identity,
                     decisions,
                     models_body,
+                    limits,
                 })
             })
             .collect();
@@ -177,7 +219,47 @@ impl Runtime {
             by_model,
             keys,
             api_keys,
+            limits,
+            budgets,
+            limits_by_endpoint,
+            budgets_by_endpoint,
         }
+    }
+
+    /// The rate limits that apply to this caller on endpoint `i`.
+    pub fn limits_for<'a>(&'a self, key: &'a KeyRt, i: usize) -> impl Iterator<Item = usize> + 'a {
+        self.limits_by_endpoint[i]
+            .iter()
+            .copied()
+            .filter(|l| key.limits.contains(l))
+    }
+
+    /// The budgets that count this caller's use of endpoint `i`: those of the caller's team,
+    /// or, when the team has none covering the model, the `*` budgets.
+    pub fn budgets_for(&self, key: &KeyRt, i: usize) -> Vec<usize> {
+        let covering = &self.budgets_by_endpoint[i];
+        if covering.is_empty() {
+            return Vec::new();
+        }
+        let team = key.identity.team.as_deref();
+        let own: Vec<usize> = covering
+            .iter()
+            .copied()
+            .filter(|&b| team == Some(self.budgets[b].spec.team.as_str()))
+            .collect();
+        if !own.is_empty() {
+            return own;
+        }
+        covering
+            .iter()
+            .copied()
+            .filter(|&b| self.budgets[b].spec.team == "*")
+            .collect()
+    }
+
+    /// Whether any limit or budget is configured (the tokenizer is then warmed up).
+    pub fn counts(&self) -> bool {
+        !self.limits.is_empty() || !self.budgets.is_empty()
     }
 
     pub fn endpoint(&self, model: &str) -> Option<(usize, &EndpointRt)> {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::audit::AuditSink;
 use crate::config::Settings;
+use crate::counters::{Counters, SettleItem, redis};
 use crate::http::client::Clients;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -23,6 +24,9 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub clients: Clients,
     pub audit: AuditSink,
+    pub counters: Arc<Counters>,
+    /// Taken by [`crate::run`] to start the counters' background work.
+    pub counters_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SettleItem>>>,
     status: Mutex<ConfigStatus>,
     draining: AtomicBool,
 }
@@ -56,7 +60,22 @@ impl Gateway {
         let clients = Clients::default();
         let empty = Arc::new(Snapshot::empty());
         let runtime = Runtime::build(empty, None, &clients, &metrics);
+        let (counters, counters_rx) = if let Some(url) = &settings.redis_url {
+            let store =
+                redis::RedisStore::new(redis::Target::Single(url.clone()), settings.redis_timeout);
+            Counters::redis(store, metrics.counters.clone())
+        } else if !settings.redis_cluster_nodes.is_empty() {
+            let store = redis::RedisStore::new(
+                redis::Target::Cluster(settings.redis_cluster_nodes.clone()),
+                settings.redis_timeout,
+            );
+            Counters::redis(store, metrics.counters.clone())
+        } else {
+            Counters::memory(metrics.counters.clone())
+        };
         Arc::new(Gateway {
+            counters,
+            counters_rx: Mutex::new(Some(counters_rx)),
             runtime: ArcSwap::from_pointee(runtime),
             settings,
             metrics,
@@ -87,6 +106,10 @@ impl Gateway {
                 &self.clients,
                 &self.metrics,
             );
+            if next.counts() {
+                // The tokenizer takes ~100 ms to load: not on the first limited request.
+                std::thread::spawn(crate::tokens::warm_up);
+            }
             let version = next.snapshot.version.clone();
             let models = next.endpoints.len();
             self.runtime.store(Arc::new(next));

@@ -147,6 +147,10 @@ pub struct ChatRequest<'a> {
     stream: bool,
     include_usage: bool,
     messages: &'a RawValue,
+    /// `max_completion_tokens`, else `max_tokens`.
+    max_output: Option<u64>,
+    /// The output limit the gateway sends instead (reserved by a budget or token limit).
+    cap: Option<u64>,
     body: RawObject<'a>,
 }
 
@@ -173,13 +177,43 @@ impl<'a> ChatRequest<'a> {
             .typed::<StreamOptions>("stream_options", "an object")?
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        let max_output =
+            match body.typed::<u64>("max_completion_tokens", "a non-negative integer")? {
+                Some(n) => Some(n),
+                None => body.typed::<u64>("max_tokens", "a non-negative integer")?,
+            };
         Ok(ChatRequest {
             model,
             stream,
             include_usage,
             messages,
+            max_output,
+            cap: None,
             body,
         })
+    }
+
+    pub fn messages_raw(&self) -> &'a RawValue {
+        self.messages
+    }
+
+    pub fn tools_raw(&self) -> Option<&'a RawValue> {
+        self.body.get("tools")
+    }
+
+    /// The output tokens the caller asked for at most.
+    pub fn max_output(&self) -> Option<u64> {
+        self.max_output
+    }
+
+    /// Caps the output tokens sent upstream (never above what the caller asked).
+    pub fn cap_output(&mut self, n: u64) {
+        self.cap = Some(self.max_output.map_or(n, |m| m.min(n)));
+    }
+
+    /// The output limit in force: the cap, else the caller's.
+    pub fn output_limit(&self) -> Option<u64> {
+        self.cap.or(self.max_output)
     }
 
     pub fn is_stream(&self) -> bool {
@@ -200,8 +234,25 @@ impl<'a> ChatRequest<'a> {
     /// (other stream options kept), every other field byte for byte.
     pub fn to_openai(&self, upstream_model: &str) -> Bytes {
         let model = json_string(upstream_model);
+        let cap = self.cap.map(|n| n.to_string().into_bytes());
+        let mut replace: Vec<(&str, Option<&[u8]>)> = vec![("model", Some(&model))];
+        let mut append: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(cap) = &cap {
+            // Whichever of the two fields the caller used carries the cap; otherwise
+            // `max_tokens`, which every OpenAI-compatible server reads.
+            let field = if self.body.get("max_completion_tokens").is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            if self.body.get(field).is_some() {
+                replace.push((field, Some(cap)));
+            } else {
+                append.push((field, cap));
+            }
+        }
         if !self.stream {
-            return self.body.write(&[("model", Some(&model))], &[]);
+            return self.body.write(&replace, &append);
         }
         let mut opts: Map<String, Value> = self
             .body
@@ -211,14 +262,11 @@ impl<'a> ChatRequest<'a> {
         opts.insert("include_usage".into(), Value::Bool(true));
         let opts = serde_json::to_vec(&opts).unwrap_or_default();
         if self.body.get("stream_options").is_some() {
-            self.body.write(
-                &[("model", Some(&model)), ("stream_options", Some(&opts))],
-                &[],
-            )
+            replace.push(("stream_options", Some(&opts)));
         } else {
-            self.body
-                .write(&[("model", Some(&model))], &[("stream_options", &opts)])
+            append.push(("stream_options", &opts));
         }
+        self.body.write(&replace, &append)
     }
 }
 
@@ -258,6 +306,10 @@ impl<'a> EmbeddingsRequest<'a> {
             input,
             body,
         })
+    }
+
+    pub fn input_raw(&self) -> &'a RawValue {
+        self.input
     }
 
     pub fn input(&self) -> Value {

@@ -37,6 +37,11 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         "draining": draining,
         "snapshot_age_seconds": age_seconds,
         "config": st,
+        "counters": {
+            "store": gw.counters.describe(),
+            "degraded": gw.counters.is_degraded(),
+            "journaled": gw.counters.journaled(),
+        },
     });
     let status = if ready {
         StatusCode::OK

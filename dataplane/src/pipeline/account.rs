@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
+
+use super::admission::Ticket;
 use llmgate_snapshot::{Pricing, Principal};
 
 use crate::audit::AuditRecord;
@@ -22,6 +24,10 @@ pub struct Ctx {
     pub rec: AuditRecord,
     endpoint_metrics: Option<EndpointMetrics>,
     pricing: Option<Pricing>,
+    /// Extra response headers (rate limits, budget, fallback).
+    pub headers: HeaderMap,
+    /// Reservations to settle when the request ends.
+    pub ticket: Option<Ticket>,
     done: bool,
 }
 
@@ -47,6 +53,8 @@ impl Ctx {
             },
             endpoint_metrics: None,
             pricing: None,
+            headers: HeaderMap::new(),
+            ticket: None,
             done: false,
         }
     }
@@ -119,6 +127,11 @@ impl Ctx {
         if let (Some(u), Some(p)) = (self.rec.usage, self.pricing) {
             let cost = p.cost(u.prompt_tokens, u.completion_tokens);
             self.rec.cost_usd = Some(cost);
+            self.rec.cost_usd_micros = Some(super::budget::cost_micros(
+                &p,
+                u.prompt_tokens,
+                u.completion_tokens,
+            ));
             if let Some(m) = &self.endpoint_metrics {
                 m.prompt_tokens.inc_by(u.prompt_tokens);
                 m.completion_tokens.inc_by(u.completion_tokens);
@@ -127,6 +140,19 @@ impl Ctx {
         }
         if let Some(m) = &self.endpoint_metrics {
             m.duration.observe(elapsed.as_secs_f64());
+        }
+        if let Some(ticket) = self.ticket.take() {
+            let counted = ticket.counted;
+            let usage = self
+                .rec
+                .usage
+                .map(|u| (u.prompt_tokens, u.completion_tokens));
+            let produced = self.rec.latency_ms.time_to_first_token.is_some();
+            let (items, charged) = ticket.settle_items(usage, produced);
+            self.rec.budget_charged_usd_micros = charged;
+            if !items.is_empty() {
+                self.gw.counters.settle(items, counted);
+            }
         }
         let model = self
             .rec

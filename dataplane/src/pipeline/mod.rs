@@ -5,15 +5,19 @@
 //! 2. read and parse the body, resolve the model (404 before 403: the model name is needed to
 //!    decide);
 //! 3. [`policy`] — may they call this model (deny by default);
-//! 4. rate limit and budget — the shared-counter stages slot in here, after the decision and
-//!    before any upstream work;
+//! 4. [`admission`] — [`ratelimit`] and [`budget`]: every limit and budget that applies,
+//!    checked and reserved in one atomic call to the counter store, which may move the request
+//!    to a fallback model when a budget is spent;
 //! 5. [`route`] + [`upstream`] — pick a replica, call the provider, fail over;
 //! 6. relay the answer ([`stream`] for SSE);
 //! 7. [`account`] — usage, cost, metrics and the audit record, on every exit path.
 
 pub mod account;
+pub mod admission;
 pub mod auth;
+pub mod budget;
 pub mod policy;
+pub mod ratelimit;
 pub mod route;
 pub mod stream;
 pub mod upstream;
@@ -35,6 +39,7 @@ use crate::error::GatewayError;
 use crate::providers::{Op, mock};
 use crate::runtime::{Backend, EndpointRt, KeyRt, Runtime};
 use crate::state::Gateway;
+use crate::tokens;
 use crate::types::{ChatRequest, EmbeddingsRequest};
 
 /// `POST /v1/chat/completions`
@@ -108,11 +113,20 @@ async fn chat_stages(
     let key = auth::authenticate(rt, req.headers())?;
     ctx.authenticated(key);
     let body = read_body(gw, req.into_body()).await?;
-    let chat = ChatRequest::parse(&body)?;
+    let mut chat = ChatRequest::parse(&body)?;
     ctx.rec.model_requested = Some(chat.model.clone());
     ctx.rec.stream = chat.is_stream();
-    let ep = authorize(rt, key, &chat.model, ctx)?;
-    // Rate limit and budget stages go here.
+    let (first, _) = authorize(rt, key, &chat.model, ctx)?;
+    let est = admission::Estimate {
+        prompt_tokens: &|| tokens::chat_prompt(chat.messages_raw(), chat.tools_raw()),
+        max_output: chat.max_output(),
+        has_output: true,
+    };
+    let admitted = admission::admit(gw, rt, key, first, est, ctx).await?;
+    if let Some(cap) = admitted.cap {
+        chat.cap_output(cap);
+    }
+    let ep = &rt.endpoints[admitted.endpoint];
     ctx.routed(ep);
 
     match &ep.backend {
@@ -191,8 +205,14 @@ async fn embeddings_stages(
     let body = read_body(gw, req.into_body()).await?;
     let emb = EmbeddingsRequest::parse(&body)?;
     ctx.rec.model_requested = Some(emb.model.clone());
-    let ep = authorize(rt, key, &emb.model, ctx)?;
-    // Rate limit and budget stages go here.
+    let (first, _) = authorize(rt, key, &emb.model, ctx)?;
+    let est = admission::Estimate {
+        prompt_tokens: &|| tokens::embeddings_input(emb.input_raw()),
+        max_output: None,
+        has_output: false,
+    };
+    let admitted = admission::admit(gw, rt, key, first, est, ctx).await?;
+    let ep = &rt.endpoints[admitted.endpoint];
     ctx.routed(ep);
 
     match &ep.backend {
@@ -222,13 +242,13 @@ async fn embeddings_stages(
     }
 }
 
-/// Model lookup and the policy decision.
+/// Model lookup and the policy decision: the endpoint's index.
 fn authorize<'r>(
     rt: &'r Runtime,
     key: &KeyRt,
     model: &str,
     ctx: &mut Ctx,
-) -> Result<&'r EndpointRt, GatewayError> {
+) -> Result<(usize, &'r EndpointRt), GatewayError> {
     let Some((i, ep)) = rt.endpoint(model) else {
         return Err(GatewayError::ModelNotFound(model.to_owned()));
     };
@@ -240,7 +260,7 @@ fn authorize<'r>(
             model: model.to_owned(),
         });
     }
-    Ok(ep)
+    Ok((i, ep))
 }
 
 /// Reads the request body within the size limit and the body timeout.
@@ -265,6 +285,9 @@ async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
 
 /// `x-request-id` and the model that served the request go on every response.
 fn stamp(h: &mut HeaderMap, ctx: &Ctx) {
+    for (k, v) in &ctx.headers {
+        h.insert(k, v.clone());
+    }
     if let Ok(v) = HeaderValue::from_str(ctx.request_id()) {
         h.insert("x-request-id", v);
     }

@@ -51,7 +51,7 @@ pub fn decide(policies: &[Policy], who: &Identity, ep: &Endpoint) -> Decision {
     }
 }
 
-fn matches(s: &Subject, who: &Identity) -> bool {
+pub(crate) fn matches(s: &Subject, who: &Identity) -> bool {
     match s {
         Subject::Authenticated => true,
         Subject::User(u) => matches!(&who.principal, Principal::User(p) if p == u),

@@ -30,10 +30,22 @@ pub fn reply(m: &MockModel, req: &ChatRequest<'_>) -> (String, Usage) {
         .prompt_tokens
         .map(u64::from)
         .unwrap_or_else(|| estimate_prompt_tokens(&messages));
+    let words = text.split_whitespace().count() as u64;
+    let limit = req.output_limit().unwrap_or(u64::MAX);
+    // Like a real model, never more output than `max_tokens` allows.
+    let text = if words > limit {
+        text.split_whitespace()
+            .take(limit as usize)
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        text
+    };
     let completion = m
         .completion_tokens
         .map(u64::from)
-        .unwrap_or_else(|| text.split_whitespace().count() as u64);
+        .unwrap_or(words)
+        .min(limit);
     (
         text,
         Usage {

@@ -1,0 +1,102 @@
+//! Budget alerts: a JSON POST to the budget's webhook when its spend crosses a threshold.
+//!
+//! The counter store decides who fires (the settle that crosses a threshold first, across all
+//! replicas, is told so by an atomic set-if-absent), so each threshold fires once per period.
+//! Delivery is best effort with a few retries; the outcome is counted in
+//! `llmgate_budget_alerts_total`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::Full;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::counters::{BudgetSettled, SettleItem};
+use crate::metrics::AlertLabels;
+use crate::state::Gateway;
+
+/// Where a period's alerts go; carried with each budget settle.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct AlertTarget {
+    pub budget: Arc<str>,
+    pub team: String,
+    pub period: String,
+    pub amount_usd: f64,
+    #[serde(skip)]
+    pub webhook: String,
+}
+
+const ATTEMPTS: u32 = 3;
+
+/// Routes the counter store's crossed thresholds to webhooks.
+pub fn install(gw: &Arc<Gateway>) {
+    let weak: Weak<Gateway> = Arc::downgrade(gw);
+    gw.counters
+        .on_settled(Arc::new(move |item: &SettleItem, r: &BudgetSettled| {
+            let SettleItem::Budget {
+                alert: Some(target),
+                ..
+            } = item
+            else {
+                return;
+            };
+            for &threshold in &r.fired {
+                let Some(gw) = weak.upgrade() else { return };
+                let target = Arc::clone(target);
+                let spent = r.spent;
+                tokio::spawn(async move { send(&gw, &target, threshold, spent).await });
+            }
+        }));
+}
+
+async fn send(gw: &Gateway, target: &AlertTarget, threshold: u8, spent_micros: i64) {
+    let body = json!({
+        "type": "budget.threshold_crossed",
+        "budget": target.budget,
+        "team": target.team,
+        "period": target.period,
+        "threshold_percent": threshold,
+        "amount_usd": target.amount_usd,
+        "spent_usd": spent_micros as f64 / 1e6,
+        "remaining_usd": (target.amount_usd - spent_micros as f64 / 1e6).max(0.0),
+        "at": jiff::Timestamp::now().to_string(),
+    });
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let client = gw.clients.get(2_000);
+    let mut result = "failed";
+    for attempt in 0..ATTEMPTS {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&target.webhook)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, "llmgate")
+            .body(Full::new(body.clone()));
+        let Ok(req) = req else { break };
+        match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                result = "sent";
+                break;
+            }
+            Ok(Ok(resp)) => {
+                tracing::warn!(budget = %target.budget, status = %resp.status(), "budget alert webhook refused");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(budget = %target.budget, error = %e, "budget alert webhook unreachable")
+            }
+            Err(_) => tracing::warn!(budget = %target.budget, "budget alert webhook timed out"),
+        }
+        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    }
+    tracing::info!(budget = %target.budget, team = %target.team, threshold, result, "budget alert");
+    gw.metrics
+        .alerts
+        .get_or_create(&AlertLabels {
+            budget: target.budget.to_string(),
+            threshold,
+            result,
+        })
+        .inc();
+}

@@ -1,0 +1,453 @@
+//! The Redis counter store: a single node (through a reconnecting multiplexed connection) or a
+//! Redis Cluster. Calls the `llmgate_v1` functions; loads them when Redis does not know them yet
+//! (a new or restarted server).
+//!
+//! Keys are `llmgate:v1:{tag}:…`. A request's counters normally share one tag (the caller's
+//! team), so one `FCALL` covers them even on a cluster. When they span tags (a limit shared by
+//! everyone next to per-team ones) each tag group is admitted in turn and a refusal releases the
+//! groups already admitted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Value};
+use serde_json::{Value as Json, json};
+
+use super::{BudgetSettled, Check, CheckKind, CheckState, Plan, SettleItem, StoreError, Verdict};
+
+const LIBRARY: &str = include_str!("llmgate_v1.lua");
+const ADMIT: &str = "llmgate_admit_v1";
+const SETTLE: &str = "llmgate_settle_v1";
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Where to connect.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+pub struct RedisStore {
+    target: Target,
+    conn: ArcSwapOption<Conn>,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    pub fn new(target: Target, timeout: Duration) -> RedisStore {
+        RedisStore {
+            target,
+            conn: ArcSwapOption::empty(),
+            timeout,
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self.target {
+            Target::Single(_) => "redis",
+            Target::Cluster(_) => "redis-cluster",
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let conn = match &self.target {
+            Target::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Conn::Single(ConnectionManager::new_with_config(client, cfg).await?)
+            }
+            Target::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(self.timeout.max(Duration::from_millis(500)))
+                    .response_timeout(self.timeout)
+                    .retries(1)
+                    .build()?;
+                Conn::Cluster(client.get_async_connection().await?)
+            }
+        };
+        Ok(conn)
+    }
+
+    /// The connection, made on first use (and again after `ping` finds it gone).
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let c = tokio::time::timeout(self.timeout * 10, self.connect())
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout * 10))??;
+        self.conn.store(Some(Arc::new(c.clone())));
+        Ok(c)
+    }
+
+    async fn query(&self, cmd: &Cmd) -> Result<Value, StoreError> {
+        let mut conn = self.conn().await?;
+        let fut = async {
+            match &mut conn {
+                Conn::Single(c) => c.req_packed_command(cmd).await,
+                Conn::Cluster(c) => c.req_packed_command(cmd).await,
+            }
+        };
+        let v = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))??;
+        Ok(v)
+    }
+
+    /// Runs a function, loading the library first when the server does not have it.
+    async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(name).arg(keys.len()).arg(keys).arg(args);
+        match self.query(&cmd).await {
+            Err(StoreError::Redis(e)) if e.to_string().contains("Function not found") => {
+                self.load().await?;
+                self.query(&cmd).await
+            }
+            other => other,
+        }
+    }
+
+    async fn load(&self) -> Result<(), StoreError> {
+        tracing::info!("loading the llmgate_v1 functions into Redis");
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LOAD").arg("REPLACE").arg(LIBRARY);
+        self.query(&cmd).await.map(|_| ())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let r = self.query(&redis::cmd("PING")).await;
+        if r.is_err() && self.is_cluster() {
+            // A cluster connection that lost every node does not come back on its own.
+            self.conn.store(None);
+        }
+        r.map(|_| ())
+    }
+
+    pub async fn admit(&self, plan: &Plan) -> Result<Verdict, StoreError> {
+        let single_tag = plan
+            .candidates
+            .iter()
+            .flatten()
+            .map(|c| &c.tag)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            <= 1;
+        if !self.is_cluster() || single_tag {
+            return self.admit_one(plan).await;
+        }
+        self.admit_by_tag(plan).await
+    }
+
+    async fn admit_one(&self, plan: &Plan) -> Result<Verdict, StoreError> {
+        let mut keys: Vec<&str> = Vec::new();
+        let mut cands = Vec::with_capacity(plan.candidates.len());
+        let mut idx = Vec::new();
+        for checks in &plan.candidates {
+            let mut row = Vec::new();
+            for c in checks {
+                let k = key_index(&c.key, &mut keys);
+                let z = match &c.kind {
+                    CheckKind::Budget { holds_key, .. } => key_index(holds_key, &mut keys),
+                    CheckKind::Rate { .. } => 0,
+                };
+                row.push((k, z));
+            }
+            idx.push(row);
+        }
+        for (checks, row) in plan.candidates.iter().zip(&idx) {
+            let list: Vec<Json> = checks
+                .iter()
+                .zip(row)
+                .map(|(c, (k, z))| check_json(c, *k, *z))
+                .collect();
+            cands.push(Json::Array(list));
+        }
+        let arg = Json::Array(cands).to_string();
+        let reply = self
+            .fcall(ADMIT, &keys, &[plan.rid.as_str(), arg.as_str()])
+            .await?;
+        parse_verdict(&reply, plan)
+    }
+
+    /// Cluster with counters under several tags: admit tag group by tag group.
+    async fn admit_by_tag(&self, plan: &Plan) -> Result<Verdict, StoreError> {
+        let mut last = Verdict::BudgetExhausted {
+            candidate: 0,
+            check: 0,
+            left: 0,
+        };
+        'candidates: for (ci, checks) in plan.candidates.iter().enumerate() {
+            let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for (i, c) in checks.iter().enumerate() {
+                groups.entry(&c.tag).or_default().push(i);
+            }
+            let mut states = vec![CheckState::default(); checks.len()];
+            let mut admitted: Vec<usize> = Vec::new();
+            for members in groups.values() {
+                let sub = Plan {
+                    rid: plan.rid.clone(),
+                    candidates: vec![members.iter().map(|&i| checks[i].clone()).collect()],
+                };
+                match self.admit_one(&sub).await {
+                    Ok(Verdict::Admitted { states: s, .. }) => {
+                        for (&i, st) in members.iter().zip(s) {
+                            states[i] = st;
+                        }
+                        admitted.extend(members);
+                    }
+                    Ok(Verdict::RateLimited {
+                        check,
+                        retry_after_us,
+                        state,
+                        ..
+                    }) => {
+                        self.release(plan, checks, &admitted).await?;
+                        return Ok(Verdict::RateLimited {
+                            candidate: ci,
+                            check: members[check],
+                            retry_after_us,
+                            state,
+                        });
+                    }
+                    Ok(Verdict::BudgetExhausted { check, left, .. }) => {
+                        self.release(plan, checks, &admitted).await?;
+                        last = Verdict::BudgetExhausted {
+                            candidate: ci,
+                            check: members[check],
+                            left,
+                        };
+                        continue 'candidates;
+                    }
+                    Err(e) => {
+                        let _ = self.release(plan, checks, &admitted).await;
+                        return Err(e);
+                    }
+                }
+            }
+            return Ok(Verdict::Admitted {
+                candidate: ci,
+                states,
+            });
+        }
+        Ok(last)
+    }
+
+    async fn release(
+        &self,
+        plan: &Plan,
+        checks: &[Check],
+        which: &[usize],
+    ) -> Result<(), StoreError> {
+        let items: Vec<SettleItem> = which
+            .iter()
+            .map(|&i| super::release_item(&checks[i], &plan.rid))
+            .collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.settle(&items).await.map(|_| ())
+    }
+
+    /// Settles items, one call per tag (one call in all on a single node).
+    pub async fn settle(
+        &self,
+        items: &[SettleItem],
+    ) -> Result<Vec<Option<BudgetSettled>>, StoreError> {
+        let mut out = vec![None; items.len()];
+        if !self.is_cluster() {
+            let all: Vec<usize> = (0..items.len()).collect();
+            self.settle_group(items, &all, &mut out).await?;
+            return Ok(out);
+        }
+        let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, it) in items.iter().enumerate() {
+            groups.entry(it.tag()).or_default().push(i);
+        }
+        for members in groups.values() {
+            self.settle_group(items, members, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn settle_group(
+        &self,
+        items: &[SettleItem],
+        members: &[usize],
+        out: &mut [Option<BudgetSettled>],
+    ) -> Result<(), StoreError> {
+        let mut keys: Vec<&str> = Vec::new();
+        let mut idx = Vec::with_capacity(members.len());
+        for &i in members {
+            idx.push(match &items[i] {
+                SettleItem::Rate { key, .. } => (key_index(key, &mut keys), 0),
+                SettleItem::Budget { key, holds_key, .. } => {
+                    (key_index(key, &mut keys), key_index(holds_key, &mut keys))
+                }
+            });
+        }
+        let list: Vec<Json> = members
+            .iter()
+            .zip(&idx)
+            .map(|(&i, (k, z))| settle_json(&items[i], *k, *z))
+            .collect();
+        let arg = Json::Array(list).to_string();
+        let reply = self.fcall(SETTLE, &keys, &[arg.as_str()]).await?;
+        let Value::Array(rows) = reply else {
+            return Err(StoreError::Reply(format!("{reply:?}")));
+        };
+        for (&i, row) in members.iter().zip(rows) {
+            if let SettleItem::Budget { .. } = items[i] {
+                let nums = ints(&row);
+                out[i] = Some(BudgetSettled {
+                    spent: nums.first().copied().unwrap_or(0),
+                    reserved: nums.get(1).copied().unwrap_or(0),
+                    fired: nums.iter().skip(2).map(|t| *t as u8).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based position of `k` in `keys` (Lua's KEYS), adding it if new.
+fn key_index<'a>(k: &'a str, keys: &mut Vec<&'a str>) -> usize {
+    match keys.iter().position(|x| *x == k) {
+        Some(i) => i + 1,
+        None => {
+            keys.push(k);
+            keys.len()
+        }
+    }
+}
+
+fn check_json(c: &Check, k: usize, z: usize) -> Json {
+    match &c.kind {
+        CheckKind::Rate {
+            window_us,
+            limit,
+            cost,
+        } => json!({"t": "r", "k": k, "w": window_us, "l": limit, "c": cost}),
+        CheckKind::Budget {
+            limit,
+            cost,
+            hold_us,
+            expire_at_ms,
+            clamp,
+            ..
+        } => {
+            let mut v = json!({"t": "b", "k": k, "z": z, "l": limit, "c": cost, "h": hold_us, "e": expire_at_ms});
+            if let Some(cl) = clamp {
+                v["p"] = json!(cl.prompt_cost);
+                v["o"] = json!(cl.out_price);
+                v["m"] = json!(cl.min_tokens);
+            }
+            v
+        }
+    }
+}
+
+fn settle_json(it: &SettleItem, k: usize, z: usize) -> Json {
+    match it {
+        SettleItem::Rate {
+            window_us,
+            limit,
+            delta,
+            ..
+        } => json!({"t": "r", "k": k, "w": window_us, "l": limit, "d": delta}),
+        SettleItem::Budget {
+            rid,
+            actual,
+            limit,
+            thresholds,
+            expire_at_ms,
+            ..
+        } => {
+            json!({"t": "b", "k": k, "z": z, "r": rid, "a": actual, "l": limit, "th": thresholds, "e": expire_at_ms})
+        }
+    }
+}
+
+/// Integers of a reply array; the functions return numbers formatted as strings (Lua would
+/// truncate large ones) and Redis integers.
+fn ints(v: &Value) -> Vec<i64> {
+    match v {
+        Value::Array(items) => items.iter().map(int).collect(),
+        other => vec![int(other)],
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|f| f as i64)
+            .unwrap_or(0),
+        Value::SimpleString(s) => s.parse::<f64>().map(|f| f as i64).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn parse_verdict(reply: &Value, plan: &Plan) -> Result<Verdict, StoreError> {
+    let n = ints(reply);
+    let bad = || StoreError::Reply(format!("{reply:?}"));
+    let idx = |i: usize| -> Result<usize, StoreError> {
+        n.get(i)
+            .and_then(|v| usize::try_from(*v - 1).ok())
+            .ok_or_else(bad)
+    };
+    match n.first() {
+        Some(1) => {
+            let candidate = idx(1)?;
+            let checks = plan.candidates.get(candidate).ok_or_else(bad)?;
+            let states = checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let second = n.get(3 + 2 * i).copied().unwrap_or(0).max(0) as u64;
+                    let budget = matches!(c.kind, CheckKind::Budget { .. });
+                    CheckState {
+                        remaining: n.get(2 + 2 * i).copied().unwrap_or(0),
+                        reset_us: if budget { 0 } else { second },
+                        clamped: (budget && second > 0).then_some(second),
+                    }
+                })
+                .collect();
+            Ok(Verdict::Admitted { candidate, states })
+        }
+        Some(0) => Ok(Verdict::RateLimited {
+            candidate: idx(1)?,
+            check: idx(2)?,
+            retry_after_us: n.get(3).copied().unwrap_or(0).max(0) as u64,
+            state: CheckState {
+                remaining: n.get(4).copied().unwrap_or(0),
+                reset_us: n.get(5).copied().unwrap_or(0).max(0) as u64,
+                clamped: None,
+            },
+        }),
+        Some(2) => Ok(Verdict::BudgetExhausted {
+            candidate: idx(1)?,
+            check: idx(2)?,
+            left: n.get(3).copied().unwrap_or(0),
+        }),
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,448 @@
+//! Rate limit + budget stages, admitted together: every rate limit and budget that applies to a
+//! request (and to each fallback model it may take) goes to the counter store in one atomic
+//! call, which picks the first model whose budgets can pay and reserves everything at once.
+//!
+//! Worst case reserved: prompt tokens (estimated, [`crate::tokens`]) plus the output limit
+//! (`max_tokens`, else the model's `maxOutputTokens`, which is then sent upstream as
+//! `max_tokens` so the model cannot run past what was reserved). The settle in
+//! [`super::account`] charges what the provider reports and releases the rest.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use llmgate_snapshot::Pricing;
+
+use super::account::Ctx;
+use super::budget::cost_micros;
+use super::ratelimit::{Unit, reset_text};
+use crate::alerts::AlertTarget;
+use crate::counters::{Check, CheckKind, CheckState, Clamp, CountedIn, Plan, SettleItem, Verdict};
+use crate::error::GatewayError;
+use crate::runtime::{KeyRt, Runtime};
+use crate::state::Gateway;
+
+/// What the request needs from the counters: lazily counted prompt tokens and the output
+/// tokens it asked for.
+pub struct Estimate<'a> {
+    pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
+    /// `max_tokens` / `max_completion_tokens` of the request; `None` for embeddings (no output).
+    pub max_output: Option<u64>,
+    pub has_output: bool,
+}
+
+/// The admission's outcome for the rest of the pipeline.
+pub struct Admitted {
+    /// Index of the endpoint that will serve (the model asked for, or a fallback).
+    pub endpoint: usize,
+    /// `max_tokens` to send upstream: the reserved output limit or a clamped one.
+    pub cap: Option<u64>,
+}
+
+/// What to settle when the request ends.
+pub struct Ticket {
+    pub rid: String,
+    pub counted: CountedIn,
+    pub pricing: Pricing,
+    pub items: Vec<TicketItem>,
+}
+
+pub enum TicketItem {
+    Tokens {
+        check: Check,
+        reserved: u64,
+    },
+    Budget {
+        check: Check,
+        reserved: u64,
+        thresholds: Vec<u8>,
+        alert: Option<Arc<AlertTarget>>,
+    },
+}
+
+/// What a check stands for, by position in its candidate.
+enum Meta {
+    Rate { limit: usize, unit: Unit },
+    Budget { budget: usize, cost: u64 },
+}
+
+pub async fn admit(
+    gw: &Gateway,
+    rt: &Runtime,
+    key: &KeyRt,
+    first: usize,
+    est: Estimate<'_>,
+    ctx: &mut Ctx,
+) -> Result<Admitted, GatewayError> {
+    let who = &key.identity;
+    let mut candidates = vec![first];
+    for &b in &rt.budgets_for(key, first) {
+        for m in &rt.budgets[b].spec.fallback {
+            if let Some((i, _)) = rt.endpoint(m)
+                && key.decisions[i].allowed
+                && !candidates.contains(&i)
+            {
+                candidates.push(i);
+            }
+        }
+    }
+    let nothing_applies = candidates.len() == 1
+        && rt.budgets_for(key, first).is_empty()
+        && rt.limits_for(key, first).next().is_none();
+    if nothing_applies {
+        return Ok(Admitted {
+            endpoint: first,
+            cap: None,
+        });
+    }
+
+    let mut prompt: Option<u64> = None;
+    let mut prompt_tokens = || *prompt.get_or_insert_with(|| (est.prompt_tokens)());
+    let mut plan = Plan {
+        rid: format!("{:032x}", fastrand::u128(..)),
+        candidates: Vec::with_capacity(candidates.len()),
+    };
+    let mut metas: Vec<Vec<Meta>> = Vec::with_capacity(candidates.len());
+    let mut kept: Vec<usize> = Vec::with_capacity(candidates.len());
+    let mut outs: Vec<u64> = Vec::with_capacity(candidates.len());
+    for &c in &candidates {
+        let ep = &rt.endpoints[c].spec;
+        let out = if est.has_output {
+            est.max_output.unwrap_or(u64::from(ep.max_output_tokens))
+        } else {
+            0
+        };
+        let mut checks: Vec<(Check, Meta)> = Vec::new();
+        let mut too_large: Option<GatewayError> = None;
+        for li in rt.limits_for(key, c) {
+            let limit = &rt.limits[li];
+            let tokens = if limit.spec.tokens.is_some() {
+                prompt_tokens() + out
+            } else {
+                0
+            };
+            let mut found = Vec::with_capacity(2);
+            limit.checks(who, &key.tag, &ep.model, tokens, &mut found);
+            for (check, unit) in found {
+                if let CheckKind::Rate { limit: l, cost, .. } = check.kind
+                    && cost > l
+                {
+                    too_large = Some(GatewayError::ExceedsLimit {
+                        limit: Arc::clone(&limit.id),
+                        unit: unit.as_str(),
+                        needed: cost,
+                        allowed: l,
+                        window: limit.spec.window.as_str(),
+                    });
+                }
+                checks.push((check, Meta::Rate { limit: li, unit }));
+            }
+        }
+        for b in rt.budgets_for(key, c) {
+            let budget = &rt.budgets[b];
+            let p = prompt_tokens();
+            let cost = cost_micros(&ep.pricing, p, out);
+            let clamp = Clamp {
+                prompt_cost: cost_micros(&ep.pricing, p, 0),
+                out_price: ep.pricing.output_per_million,
+                min_tokens: 1,
+            };
+            let (check, _) = budget.check(who, &key.tag, cost, ep, Some(clamp));
+            checks.push((check, Meta::Budget { budget: b, cost }));
+        }
+        if let Some(e) = too_large {
+            if c == first {
+                return Err(e);
+            }
+            continue;
+        }
+        let (cs, ms): (Vec<Check>, Vec<Meta>) = checks.into_iter().unzip();
+        plan.candidates.push(cs);
+        metas.push(ms);
+        kept.push(c);
+        outs.push(out);
+    }
+
+    let (verdict, counted) = gw
+        .counters
+        .admit(&plan)
+        .await
+        .map_err(|_| GatewayError::CountersUnavailable)?;
+    ctx.rec.counters = Some(match counted {
+        CountedIn::Shared => gw.counters.describe(),
+        CountedIn::Local => "local",
+    });
+    match verdict {
+        Verdict::Admitted { candidate, states } => {
+            let endpoint = kept[candidate];
+            let checks = std::mem::take(&mut plan.candidates[candidate]);
+            let metas = &metas[candidate];
+            let mut cap = (est.has_output && est.max_output.is_none()).then_some(outs[candidate]);
+            let mut items = Vec::new();
+            let mut headers = RateHeaders::default();
+            let mut budget_left: Option<(i64, &Arc<str>)> = None;
+            for ((check, meta), state) in checks.into_iter().zip(metas).zip(&states) {
+                match *meta {
+                    Meta::Rate { unit, .. } => {
+                        headers.see(unit, &check, state);
+                        if unit == Unit::Tokens {
+                            let reserved = match check.kind {
+                                CheckKind::Rate { cost, .. } => cost,
+                                CheckKind::Budget { .. } => 0,
+                            };
+                            items.push(TicketItem::Tokens { check, reserved });
+                        }
+                    }
+                    Meta::Budget { budget, cost } => {
+                        let b = &rt.budgets[budget];
+                        let mut reserved = cost;
+                        if let (
+                            Some(n),
+                            CheckKind::Budget {
+                                clamp: Some(cl), ..
+                            },
+                        ) = (state.clamped, &check.kind)
+                        {
+                            reserved = cl.cost(n);
+                            cap = Some(cap.map_or(n, |c| c.min(n)));
+                            ctx.rec.max_tokens_clamped = Some(n);
+                        }
+                        if budget_left.is_none_or(|(l, _)| state.remaining < l) {
+                            budget_left = Some((state.remaining, &b.id));
+                        }
+                        let period = b.period();
+                        items.push(TicketItem::Budget {
+                            thresholds: b.spec.alert_thresholds.clone(),
+                            alert: b.alert_target(who.team.as_deref().unwrap_or("-"), &period),
+                            check,
+                            reserved,
+                        });
+                    }
+                }
+            }
+            headers.write(&mut ctx.headers);
+            if let Some((left, id)) = budget_left {
+                insert(&mut ctx.headers, "x-llmgate-budget", id);
+                insert(
+                    &mut ctx.headers,
+                    "x-llmgate-budget-remaining-usd",
+                    &format!("{:.6}", left.max(0) as f64 / 1e6),
+                );
+            }
+            if let Some(n) = ctx.rec.max_tokens_clamped {
+                insert(
+                    &mut ctx.headers,
+                    "x-llmgate-max-tokens-clamped",
+                    &n.to_string(),
+                );
+            }
+            if endpoint != first {
+                let from = &rt.endpoints[first].model;
+                let by = rt
+                    .budgets_for(key, first)
+                    .first()
+                    .map(|&b| Arc::clone(&rt.budgets[b].id))
+                    .unwrap_or_else(|| Arc::from(""));
+                insert(&mut ctx.headers, "x-llmgate-fallback-from", from);
+                insert(
+                    &mut ctx.headers,
+                    "x-llmgate-fallback-reason",
+                    &format!("budget_exhausted; budget={by}"),
+                );
+                gw.metrics
+                    .fallbacks
+                    .get_or_create(&crate::metrics::FallbackLabels {
+                        budget: by.to_string(),
+                        from: from.to_string(),
+                        to: rt.endpoints[endpoint].model.to_string(),
+                    })
+                    .inc();
+                ctx.rec.fallback_from = Some(Arc::clone(from));
+                ctx.rec.fallback_reason = Some(Arc::from(format!("budget_exhausted:{by}")));
+            }
+            if !items.is_empty() {
+                ctx.ticket = Some(Ticket {
+                    rid: plan.rid,
+                    counted,
+                    pricing: rt.endpoints[endpoint].spec.pricing,
+                    items,
+                });
+            }
+            Ok(Admitted { endpoint, cap })
+        }
+        Verdict::RateLimited {
+            candidate,
+            check,
+            retry_after_us,
+            state,
+        } => {
+            let Meta::Rate { limit, unit } = metas[candidate][check] else {
+                return Err(GatewayError::Internal("rate verdict on a budget".into()));
+            };
+            let l = &rt.limits[limit];
+            gw.metrics
+                .rate_limited
+                .get_or_create(&crate::metrics::LimitLabels {
+                    limit: l.id.to_string(),
+                })
+                .inc();
+            let mut h = RateHeaders::default();
+            h.see(unit, &plan.candidates[candidate][check], &state);
+            h.write(&mut ctx.headers);
+            ctx.rec.rate_limit = Some(Arc::clone(&l.id));
+            Err(GatewayError::RateLimited {
+                limit: Arc::clone(&l.id),
+                unit: unit.as_str(),
+                per: l.spec.window.as_str(),
+                model: rt.endpoints[kept[candidate]].model.to_string(),
+                retry_after_us,
+            })
+        }
+        Verdict::BudgetExhausted {
+            candidate, check, ..
+        } => {
+            let Meta::Budget { budget, .. } = metas[candidate][check] else {
+                return Err(GatewayError::Internal("budget verdict on a rate".into()));
+            };
+            let b = &rt.budgets[budget];
+            gw.metrics
+                .budget_exhausted
+                .get_or_create(&crate::metrics::LimitLabels {
+                    limit: b.id.to_string(),
+                })
+                .inc();
+            let period = b.period();
+            insert(&mut ctx.headers, "x-llmgate-budget", &b.id);
+            insert(&mut ctx.headers, "x-llmgate-budget-remaining-usd", "0");
+            Err(GatewayError::BudgetExhausted {
+                budget: Arc::clone(&b.id),
+                team: who.team.as_deref().unwrap_or("-").to_owned(),
+                model: rt.endpoints[kept[candidate]].model.to_string(),
+                amount_usd: b.spec.amount_micros as f64 / 1e6,
+                period: b.spec.period.as_str(),
+                resets_at: period.end_text.clone(),
+                retry_after_secs: ((period.end_ms - jiff::Timestamp::now().as_millisecond()) / 1000)
+                    .max(1) as u64,
+            })
+        }
+    }
+}
+
+/// The most restrictive requests and tokens counters, for the `x-ratelimit-*` headers.
+#[derive(Default)]
+struct RateHeaders {
+    requests: Option<(u64, i64, u64)>,
+    tokens: Option<(u64, i64, u64)>,
+}
+
+impl RateHeaders {
+    fn see(&mut self, unit: Unit, check: &Check, state: &CheckState) {
+        let CheckKind::Rate { limit, .. } = check.kind else {
+            return;
+        };
+        let slot = match unit {
+            Unit::Requests => &mut self.requests,
+            Unit::Tokens => &mut self.tokens,
+        };
+        let now = (limit, state.remaining.max(0), state.reset_us);
+        if slot.is_none_or(|(_, r, _)| now.1 < r) {
+            *slot = Some(now);
+        }
+    }
+
+    fn write(&self, h: &mut HeaderMap) {
+        for (unit, v) in [("requests", self.requests), ("tokens", self.tokens)] {
+            if let Some((limit, remaining, reset)) = v {
+                insert(h, &format!("x-ratelimit-limit-{unit}"), &limit.to_string());
+                insert(
+                    h,
+                    &format!("x-ratelimit-remaining-{unit}"),
+                    &remaining.to_string(),
+                );
+                insert(h, &format!("x-ratelimit-reset-{unit}"), &reset_text(reset));
+            }
+        }
+    }
+}
+
+fn insert(h: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        h.insert(n, v);
+    }
+}
+
+impl Ticket {
+    /// The settles for this request. `usage` is what the provider reported; without it, a
+    /// request that produced output is charged what was reserved (the worst case) and one that
+    /// produced nothing is released.
+    pub fn settle_items(
+        self,
+        usage: Option<(u64, u64)>,
+        produced: bool,
+    ) -> (Vec<SettleItem>, Option<u64>) {
+        let mut out = Vec::with_capacity(self.items.len());
+        let mut charged = None;
+        for item in self.items {
+            match item {
+                TicketItem::Tokens { check, reserved } => {
+                    let used = match usage {
+                        Some((p, c)) => p + c,
+                        None if produced => reserved,
+                        None => 0,
+                    };
+                    if used == reserved {
+                        continue;
+                    }
+                    if let CheckKind::Rate {
+                        window_us, limit, ..
+                    } = check.kind
+                    {
+                        out.push(SettleItem::Rate {
+                            tag: check.tag,
+                            key: check.key,
+                            window_us,
+                            limit,
+                            delta: used as i64 - reserved as i64,
+                            local_percent: check.local_percent,
+                        });
+                    }
+                }
+                TicketItem::Budget {
+                    check,
+                    reserved,
+                    thresholds,
+                    alert,
+                } => {
+                    let actual = match usage {
+                        Some((p, c)) => cost_micros(&self.pricing, p, c),
+                        None if produced => reserved,
+                        None => 0,
+                    };
+                    charged = Some(actual);
+                    if let CheckKind::Budget {
+                        holds_key,
+                        limit,
+                        expire_at_ms,
+                        ..
+                    } = check.kind
+                    {
+                        out.push(SettleItem::Budget {
+                            tag: check.tag,
+                            key: check.key,
+                            holds_key,
+                            rid: self.rid.clone(),
+                            actual,
+                            limit,
+                            thresholds,
+                            expire_at_ms,
+                            alert,
+                        });
+                    }
+                }
+            }
+        }
+        (out, charged)
+    }
+}

@@ -1,0 +1,121 @@
+//! Token estimates for admission: what a request will cost before the model says.
+//!
+//! Prompts are counted with tiktoken's `cl100k_base` and OpenAI's chat accounting (3 tokens per
+//! message, 1 per name, 3 to prime the reply). Newer OpenAI models use `o200k_base`, which
+//! needs fewer tokens for the same text, and self-hosted models count with their own
+//! tokenizers; the estimate is what budgets and token limits reserve, and the true-up after
+//! the response charges what the provider reports.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Extra tokens reserved per request on top of the count, for tokenizer differences.
+const MARGIN_PERCENT: u64 = 5;
+
+fn bpe() -> &'static tiktoken_rs::CoreBPE {
+    tiktoken_rs::cl100k_base_singleton()
+}
+
+/// Loads the tokenizer (about 100 ms) before the first request needs it.
+pub fn warm_up() {
+    let _ = count("warm up");
+}
+
+pub fn count(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    bpe().encode_ordinary(text).len() as u64
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(default, borrow)]
+    role: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+/// Prompt tokens of a chat request's `messages` (and `tools`, when present), with margin.
+pub fn chat_prompt(messages: &RawValue, tools: Option<&RawValue>) -> u64 {
+    let msgs: Vec<Message<'_>> = serde_json::from_str(messages.get()).unwrap_or_default();
+    let mut n = 3;
+    for m in &msgs {
+        n += 3;
+        n += m.role.map(text_tokens).unwrap_or(0);
+        n += m.content.map(text_tokens).unwrap_or(0);
+        if let Some(name) = m.name {
+            n += 1 + text_tokens(name);
+        }
+        if let Some(calls) = m.tool_calls {
+            n += count(calls.get());
+        }
+    }
+    if let Some(t) = tools {
+        n += count(t.get());
+    }
+    n + n * MARGIN_PERCENT / 100
+}
+
+/// Tokens of an embeddings `input`: a string, strings, or token arrays.
+pub fn embeddings_input(input: &RawValue) -> u64 {
+    let v: Value = serde_json::from_str(input.get()).unwrap_or(Value::Null);
+    let n = match &v {
+        Value::String(s) => count(s),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => count(s),
+                Value::Array(tokens) => tokens.len() as u64,
+                Value::Number(_) => 1,
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    };
+    n + n * MARGIN_PERCENT / 100
+}
+
+/// Tokens of a content value: a string, or an array of parts whose text parts count (an image
+/// part is reserved at 85 tokens, OpenAI's low-detail price).
+fn text_tokens(raw: &RawValue) -> u64 {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::String(s)) => count(&s),
+        Ok(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| match p.get("text").and_then(Value::as_str) {
+                Some(t) => count(t),
+                None => 85,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).expect("json")
+    }
+
+    #[test]
+    fn counts_like_openai_plus_margin() {
+        // "Hello world" is 2 tokens in cl100k; role "user" 1; 3 per message; 3 priming.
+        let m = raw(r#"[{"role":"user","content":"Hello world"}]"#);
+        let base = 3 + 3 + 1 + 2;
+        assert_eq!(chat_prompt(&m, None), base + base * MARGIN_PERCENT / 100);
+        let long = raw(&format!(
+            r#"[{{"role":"user","content":"{}"}}]"#,
+            "word ".repeat(1000)
+        ));
+        assert!(chat_prompt(&long, None) >= 1000);
+        assert_eq!(embeddings_input(&raw("[[1,2,3],[4]]")), 4);
+    }
+}
