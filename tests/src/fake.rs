@@ -251,6 +251,16 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     if include_usage {
         s.stats.usage_requested.fetch_add(1, Ordering::Relaxed);
     }
+    let mut max_tokens = None;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match &req[field] {
+            Value::Null => {}
+            v => match v.as_u64().filter(|n| *n > 0) {
+                Some(n) => max_tokens = Some(n),
+                None => return bad(&s, "max_tokens must be a positive integer"),
+            },
+        }
+    }
     let model = req["model"].as_str().unwrap_or_default().to_string();
     let (kind, n) = behaviour(&model);
     match kind {
@@ -286,10 +296,25 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         })
         .unwrap_or_default();
     let text = format!("echo: {last_user}");
-    let words: Vec<String> = match kind {
+    let mut words: Vec<String> = match kind {
         "chunks" => (0..n.max(1)).map(|i| format!("w{i} ")).collect(),
+        // A long answer: n tokens, streamed 250 to a chunk.
+        "tokens" => {
+            let n = n.min(max_tokens.unwrap_or(u64::MAX)) as usize;
+            let mut out: Vec<String> = vec!["tok ".repeat(250); n / 250];
+            if !n.is_multiple_of(250) {
+                out.push("tok ".repeat(n % 250));
+            }
+            out
+        }
         _ => text.split_inclusive(' ').map(str::to_owned).collect(),
     };
+    // Like a real model: never more output tokens than max_tokens.
+    if let Some(m) = max_tokens
+        && kind != "tokens"
+    {
+        words.truncate(m as usize);
+    }
     let prompt_tokens = messages
         .iter()
         .map(|m| {
@@ -301,7 +326,11 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let tool = req["tools"][0]["function"]["name"]
         .as_str()
         .map(str::to_owned);
-    let completion_tokens = words.len() as u64;
+    let completion_tokens = if kind == "tokens" {
+        words.iter().map(|w| w.len() as u64 / 4).sum()
+    } else {
+        words.len() as u64
+    };
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens});
     let served = format!("{model}-2026-01-01");

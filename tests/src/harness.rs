@@ -211,6 +211,14 @@ impl Gateway {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    /// SIGKILL: the process dies mid-request, without draining.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.pid().to_string();

@@ -122,15 +122,26 @@ end
 --   {"t":"r","k":i,"w":window_us,"l":limit,"d":delta}     rate limit: units used beyond (or,
 --                                                          negative, short of) the admission
 --   {"t":"b","k":i,"z":j,"r":rid,"a":actual,"l":limit,"th":[50,80],"e":expire_at_ms}
---                                                          budget: release the reservation (if
---                                                          still held), charge the actual cost
--- Reply: one array per item; for budgets {spent, reserved, threshold crossed first here, ...}.
+--                                                          budget: release the reservation and
+--                                                          charge the actual cost. With a rid the
+--                                                          charge happens only while the
+--                                                          reservation is held, so a settle that
+--                                                          arrives twice (a retry after a
+--                                                          timeout) charges once.
+-- Either may carry "o": a key set once per item; an item whose key is already set is skipped
+-- (counts replayed after an outage). Reply: one array per item; for budgets
+-- {spent, reserved, threshold crossed first here, ...}.
 local function settle(keys, args)
   local now = now_us()
   local items = cjson.decode(args[1])
   local out = {}
   for n, it in ipairs(items) do
-    if it.t == 'r' then
+    out[n] = {}
+    local fresh = true
+    if it.o then
+      fresh = redis.call('SET', keys[it.o], '1', 'NX', 'PX', '86400000') ~= false
+    end
+    if fresh and it.t == 'r' then
       local k = keys[it.k]
       local tat = math.max(num(redis.call('GET', k)), now)
       local after = math.max(tat + it.d * it.w / it.l, now)
@@ -139,18 +150,23 @@ local function settle(keys, args)
       else
         redis.call('DEL', k)
       end
-      out[n] = {}
-    else
+    elseif fresh then
       local h, z = keys[it.k], keys[it.z]
+      local charge = true
       if it.r ~= '' then
         local held = redis.call('HGET', h, 'r:' .. it.r)
         if held then
           redis.call('HDEL', h, 'r:' .. it.r)
           redis.call('HINCRBY', h, 'reserved', fmt(-tonumber(held)))
+        else
+          charge = false
         end
         redis.call('ZREM', z, it.r)
       end
-      local spent = redis.call('HINCRBY', h, 'spent', fmt(it.a))
+      local spent = num(redis.call('HGET', h, 'spent'))
+      if charge then
+        spent = redis.call('HINCRBY', h, 'spent', fmt(it.a))
+      end
       redis.call('HSET', h, 'limit', fmt(it.l))
       redis.call('PEXPIREAT', h, fmt(it.e))
       local reply = {spent, num(redis.call('HGET', h, 'reserved'))}

@@ -180,10 +180,17 @@ impl MemoryStore {
                     ..
                 } => {
                     let b = cells.budget(key);
-                    if let Some((amount, _)) = b.holds.remove(rid) {
-                        b.reserved -= amount;
+                    // With a rid, charge only while the reservation is held: at most once.
+                    let charge = match b.holds.remove(rid) {
+                        Some((amount, _)) => {
+                            b.reserved -= amount;
+                            true
+                        }
+                        None => rid.is_empty(),
+                    };
+                    if charge {
+                        b.spent += *actual as i64;
                     }
-                    b.spent += *actual as i64;
                     b.expire_at_ms = *expire_at_ms;
                     let mut fired = Vec::new();
                     for th in thresholds {
@@ -388,6 +395,7 @@ pub(crate) mod tests {
                 thresholds: vec![25, 50],
                 expire_at_ms: i64::MAX,
                 alert: None,
+                once: None,
             }],
             T0,
         );
@@ -448,6 +456,7 @@ pub(crate) mod tests {
                 thresholds: vec![],
                 expire_at_ms: i64::MAX,
                 alert: None,
+                once: None,
             }],
             T0,
         );

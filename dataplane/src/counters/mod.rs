@@ -148,6 +148,8 @@ pub enum SettleItem {
         delta: i64,
         /// The check's local allowance, to settle a local admission at its scaled rate.
         local_percent: u8,
+        /// A key set once: the item is applied only if it was not set (replays).
+        once: Option<String>,
     },
     Budget {
         tag: Arc<str>,
@@ -161,6 +163,7 @@ pub enum SettleItem {
         expire_at_ms: i64,
         /// Where a crossed threshold is reported.
         alert: Option<Arc<AlertTarget>>,
+        once: Option<String>,
     },
 }
 
@@ -169,6 +172,18 @@ impl SettleItem {
         match self {
             SettleItem::Rate { tag, .. } | SettleItem::Budget { tag, .. } => tag,
         }
+    }
+
+    /// Marks the item to apply once, for a replay that may repeat a call that timed out but
+    /// was executed.
+    fn once(mut self) -> SettleItem {
+        let id = format!("{:032x}", fastrand::u128(..));
+        match &mut self {
+            SettleItem::Rate { tag, once, .. } | SettleItem::Budget { tag, once, .. } => {
+                *once = Some(format!("{KEY_PREFIX}{{{tag}}}:once:{id}"));
+            }
+        }
+        self
     }
 }
 
@@ -221,6 +236,9 @@ pub struct Counters {
     /// The fail-open allowance of this replica.
     local: memory::MemoryStore,
     degraded: AtomicBool,
+    /// The first connection attempt has ended (either way); readiness waits for it so a fresh
+    /// replica does not refuse fail-closed requests while it is still connecting.
+    tried: AtomicBool,
     recover: Notify,
     stop: Notify,
     journal: Mutex<Vec<SettleItem>>,
@@ -255,6 +273,7 @@ impl Counters {
             store,
             local: memory::MemoryStore::default(),
             degraded: AtomicBool::new(false),
+            tried: AtomicBool::new(false),
             recover: Notify::new(),
             stop: Notify::new(),
             journal: Mutex::new(Vec::new()),
@@ -274,6 +293,11 @@ impl Counters {
 
     pub fn on_settled(&self, f: OnSettled) {
         *self.on_settled.lock_() = Some(f);
+    }
+
+    /// Whether the store has been tried (always true in memory).
+    pub fn is_started(&self) -> bool {
+        matches!(self.store, Store::Memory(_)) || self.tried.load(Ordering::Relaxed)
     }
 
     pub fn is_degraded(&self) -> bool {
@@ -307,6 +331,15 @@ impl Counters {
                 Err(e) => {
                     self.metrics.errors.inc();
                     tracing::warn!(error = %e, "counter admission failed");
+                    // The call may still run once Redis answers again: release whatever it
+                    // would reserve (a release only acts on a reservation that exists).
+                    let mut j = self.journal.lock_();
+                    for c in plan.candidates.iter().flatten() {
+                        if matches!(c.kind, CheckKind::Budget { .. }) {
+                            push_bounded(&mut j, release_item(c, &plan.rid), &self.metrics);
+                        }
+                    }
+                    drop(j);
                     self.set_degraded(true);
                 }
             }
@@ -370,7 +403,9 @@ impl Counters {
                             limit: *limit,
                             delta: *cost as i64,
                             local_percent: c.local_percent,
-                        },
+                            once: None,
+                        }
+                        .once(),
                         &self.metrics,
                     );
                 }
@@ -414,10 +449,11 @@ impl Counters {
                             thresholds,
                             expire_at_ms,
                             alert,
+                            once: None,
                         },
                         other => other,
                     };
-                    push_bounded(&mut j, it, &self.metrics);
+                    push_bounded(&mut j, it.once(), &self.metrics);
                 }
             }
             (Store::Redis(_), CountedIn::Shared) => {
@@ -521,7 +557,9 @@ impl Counters {
                 self.recover.notified().await;
                 continue;
             }
-            match redis.ping().await {
+            let pinged = redis.ping().await;
+            self.tried.store(true, Ordering::Relaxed);
+            match pinged {
                 Ok(()) => match self.replay(redis).await {
                     Ok(n) => {
                         if n > 0 {
@@ -585,6 +623,7 @@ pub fn release_item(c: &Check, rid: &str) -> SettleItem {
             limit: *limit,
             delta: -(*cost as i64),
             local_percent: c.local_percent,
+            once: None,
         },
         CheckKind::Budget {
             holds_key,
@@ -601,6 +640,7 @@ pub fn release_item(c: &Check, rid: &str) -> SettleItem {
             thresholds: Vec::new(),
             expire_at_ms: *expire_at_ms,
             alert: None,
+            once: None,
         },
     }
 }

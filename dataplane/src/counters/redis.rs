@@ -108,7 +108,8 @@ impl RedisStore {
         let v = tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))??;
-        Ok(v)
+        // Error replies arrive as values; make them errors.
+        Ok(v.extract_error()?)
     }
 
     /// Runs a function, loading the library first when the server does not have it.
@@ -295,17 +296,32 @@ impl RedisStore {
         let mut keys: Vec<&str> = Vec::new();
         let mut idx = Vec::with_capacity(members.len());
         for &i in members {
-            idx.push(match &items[i] {
-                SettleItem::Rate { key, .. } => (key_index(key, &mut keys), 0),
-                SettleItem::Budget { key, holds_key, .. } => {
-                    (key_index(key, &mut keys), key_index(holds_key, &mut keys))
-                }
-            });
+            let (k, z, once) = match &items[i] {
+                SettleItem::Rate { key, once, .. } => (key_index(key, &mut keys), 0, once),
+                SettleItem::Budget {
+                    key,
+                    holds_key,
+                    once,
+                    ..
+                } => (
+                    key_index(key, &mut keys),
+                    key_index(holds_key, &mut keys),
+                    once,
+                ),
+            };
+            let o = once.as_deref().map(|o| key_index(o, &mut keys));
+            idx.push((k, z, o));
         }
         let list: Vec<Json> = members
             .iter()
             .zip(&idx)
-            .map(|(&i, (k, z))| settle_json(&items[i], *k, *z))
+            .map(|(&i, (k, z, o))| {
+                let mut v = settle_json(&items[i], *k, *z);
+                if let Some(o) = o {
+                    v["o"] = json!(o);
+                }
+                v
+            })
             .collect();
         let arg = Json::Array(list).to_string();
         let reply = self.fcall(SETTLE, &keys, &[arg.as_str()]).await?;

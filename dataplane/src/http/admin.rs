@@ -26,7 +26,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let st = gw.status();
     let loaded = st.applied_at.is_some();
     let draining = gw.is_draining();
-    let ready = loaded && !draining;
+    let counters_started = gw.counters.is_started();
+    let ready = loaded && !draining && counters_started;
     let age_seconds = st
         .applied_at
         .as_deref()

@@ -406,6 +406,7 @@ impl Ticket {
                             limit,
                             delta: used as i64 - reserved as i64,
                             local_percent: check.local_percent,
+                            once: None,
                         });
                     }
                 }
@@ -438,6 +439,7 @@ impl Ticket {
                             thresholds,
                             expire_at_ms,
                             alert,
+                            once: None,
                         });
                     }
                 }

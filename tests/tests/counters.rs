@@ -1,0 +1,686 @@
+//! Rate limits and team budgets across several real data-plane processes sharing one real
+//! `redis-server` (and a three-master Redis Cluster), against the fake upstream.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use llmgate_tests::fake::FakeUpstream;
+use llmgate_tests::harness::{Gateway, Reply, SseReader, UPSTREAM_KEY, sha256_hex};
+use llmgate_tests::redis::{RedisCluster, RedisServer};
+use llmgate_tests::webhook::Receiver;
+use serde_json::{Value, json};
+
+const ENG: &str = "sk-eng";
+const PRODUCT: &str = "sk-product";
+const SALES: &str = "sk-sales";
+
+fn key_yaml(name: &str, key: &str, user: &str, team: &str) -> String {
+    format!(
+        "---\napiVersion: llmgate.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: {name}}}\nspec: {{user: {user}, team: {team}, sha256: \"{}\"}}\n",
+        sha256_hex(key)
+    )
+}
+
+fn model_yaml(
+    model: &str,
+    upstream: &str,
+    url: &str,
+    input: f64,
+    output: f64,
+    extra: &str,
+) -> String {
+    format!(
+        r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {{name: {model}}}
+spec:
+  model: {model}
+  provider: openai-compatible
+  upstreamModel: "{upstream}"
+  replicas: [{{url: "{url}"}}]
+  credentials: {{apiKey: {{secretRef: {{name: upstream, key: api-key}}}}}}
+  pricing: {{inputPerMillion: {input}, outputPerMillion: {output}}}
+  maxOutputTokens: 16000
+{extra}
+"#
+    )
+}
+
+const EVERYONE_EVERYTHING: &str = r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: everyone}
+spec:
+  rules:
+    - name: all-models
+      subjects: [{authenticated: true}]
+      models: ["*"]
+"#;
+
+/// The seed scenario: gpt-4 budgets per team, fallback to llama-3 then gpt-3.5-turbo.
+fn teams_config(url: &str, hook: &str) -> String {
+    let mut c = String::new();
+    c += &model_yaml("gpt-4", "tokens:16000", url, 30.0, 60.0, "");
+    c += &model_yaml("llama-3", "tokens:2000", url, 0.2, 0.2, "");
+    c += &model_yaml("gpt-3.5-turbo", "tokens:1000", url, 0.5, 1.5, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &key_yaml("product", PRODUCT, "pat", "product");
+    c += &key_yaml("sales", SALES, "sam", "sales");
+    c += EVERYONE_EVERYTHING;
+    for (name, team, usd) in [
+        ("llm-engineering", "llm-engineering", 100),
+        ("product", "product", 30),
+        ("everyone-else", "*", 20),
+    ] {
+        c += &format!(
+            r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: TeamBudget
+metadata: {{name: {name}}}
+spec:
+  team: "{team}"
+  amountUsd: {usd}
+  period: day
+  models: [gpt-4]
+  fallback: [llama-3, gpt-3.5-turbo]
+  alerts: {{thresholds: [50, 80, 95], webhookUrl: "{hook}"}}
+"#
+        );
+    }
+    c
+}
+
+async fn start_replicas(config: &str, n: usize, args: &[&str]) -> Vec<Gateway> {
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        gws.push(Gateway::start(config, args).await);
+    }
+    gws
+}
+
+fn today() -> String {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string()
+}
+
+fn budget_key(team: &str, budget: &str) -> String {
+    format!(
+        "llmgate:v1:{{t:{team}}}:b:default/{budget}:{team}:{}",
+        today()
+    )
+}
+
+async fn chat(gw: &Gateway, key: &str, body: Value) -> Reply {
+    gw.call_with_key("POST", "/v1/chat/completions", Some(body), Some(key))
+        .await
+}
+
+/// A stream read to its end: the served model and whether it ended with [DONE].
+async fn chat_streamed(gw: &Gateway, key: &str, body: Value) -> (u16, String, bool) {
+    let resp = gw
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string()),
+            Some(key),
+        )
+        .await;
+    let status = resp.status().as_u16();
+    let model = resp
+        .headers()
+        .get("x-llmgate-model")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let events = SseReader::new(resp.into_body()).all().await;
+    let done = events.last().is_some_and(|e| e == "[DONE]");
+    (status, model, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn team_budgets_hold_across_three_replicas_and_fall_back_when_spent() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let hook = Receiver::start().await;
+    let config = teams_config(&fake.base_url(), &hook.url());
+    let gws = start_replicas(&config, 3, &["--redis-url", &redis.url()]).await;
+
+    // 450 requests at once, 150 per team, spread over the three replicas; every third streams.
+    let mut tasks = Vec::new();
+    for i in 0..450usize {
+        let key = [ENG, PRODUCT, SALES][i % 3];
+        let gw = &gws[(i / 3) % 3];
+        let body = json!({"model": "gpt-4", "max_tokens": 16000, "stream": i % 9 < 3,
+            "messages": [{"role": "user", "content": format!("Summarise report number {i} for the board")}]});
+        tasks.push(async move {
+            if body["stream"] == json!(true) {
+                let (status, model, done) = chat_streamed(gw, key, body).await;
+                assert!(done, "stream {i} ended with [DONE]");
+                (key, status, model)
+            } else {
+                let r = chat(gw, key, body).await;
+                (
+                    key,
+                    r.status.as_u16(),
+                    r.header("x-llmgate-model").to_owned(),
+                )
+            }
+        });
+    }
+    let results = futures_util::future::join_all(tasks).await;
+    let mut served: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for (key, status, model) in &results {
+        assert_eq!(*status, 200, "every request is served (no 429, no 5xx)");
+        *served.entry((key, model.clone())).or_default() += 1;
+    }
+
+    // Settles are asynchronous: wait until nothing is reserved any more.
+    let teams = [
+        (ENG, "llm-engineering", "llm-engineering", 100_000_000i64),
+        (PRODUCT, "product", "product", 30_000_000),
+        (SALES, "sales", "everyone-else", 20_000_000),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while teams
+        .iter()
+        .any(|(_, team, budget, _)| redis.hget_i64(&budget_key(team, budget), "reserved") != 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reservations were not all settled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut audit: Vec<Value> = Vec::new();
+    for gw in &gws {
+        audit.extend(gw.audit_until(1).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while audit.len() < 450 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        audit = gws.iter().flat_map(|g| g.audit()).collect();
+    }
+    assert_eq!(audit.len(), 450, "one audit record per request");
+
+    // Worst case of one gpt-4 request: its prompt plus 16000 output tokens at $60/M.
+    let worst = 16_000 * 60 + 100 * 30;
+    for (key, team, budget, amount) in teams {
+        let k = budget_key(team, budget);
+        let spent = redis.hget_i64(&k, "spent");
+        assert!(
+            spent <= amount,
+            "{team} spent {spent} of {amount}: the budget was overshot"
+        );
+        // Spent down to less than one request's worst case: fallbacks were needed.
+        assert!(
+            amount - spent < 2 * worst,
+            "{team} stopped at {spent} of {amount} though more fitted"
+        );
+        let gpt4 = served
+            .get(&(key, "gpt-4".to_string()))
+            .copied()
+            .unwrap_or(0);
+        let fallback = served
+            .get(&(key, "llama-3".to_string()))
+            .copied()
+            .unwrap_or(0);
+        assert!(gpt4 > 0 && fallback > 0, "{team}: {served:?}");
+        assert_eq!(
+            gpt4 + fallback,
+            150,
+            "{team}: llama-3 covers the rest: {served:?}"
+        );
+
+        // Audit records of gpt-4 add up to exactly what Redis counted.
+        let records: Vec<&Value> = audit.iter().filter(|r| r["team"] == team).collect();
+        let charged: i64 = records
+            .iter()
+            .filter(|r| r["model_served"] == "gpt-4")
+            .map(|r| r["budget_charged_usd_micros"].as_i64().expect("charged"))
+            .sum();
+        assert_eq!(
+            charged, spent,
+            "{team}: audit records equal the Redis counter"
+        );
+        for r in records.iter().filter(|r| r["model_served"] == "llama-3") {
+            assert_eq!(r["fallback_from"], "gpt-4");
+            assert_eq!(
+                r["fallback_reason"],
+                format!("budget_exhausted:default/{budget}")
+            );
+        }
+        // Every hold was released.
+        assert_eq!(redis.cli(&["ZCARD", &format!("{k}:holds")]).trim(), "0");
+    }
+
+    // Each threshold fired exactly once per team, across the three replicas.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.received().len() < 9 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alerts: Vec<(String, u64)> = hook
+        .received()
+        .iter()
+        .map(|a| {
+            (
+                a["team"].as_str().unwrap_or("").to_owned(),
+                a["threshold_percent"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    alerts.sort();
+    let mut expected: Vec<(String, u64)> = ["llm-engineering", "product", "sales"]
+        .iter()
+        .flat_map(|t| [50, 80, 95].map(|p| (t.to_string(), p)))
+        .collect();
+    expected.sort();
+    assert_eq!(alerts, expected);
+
+    // One admission call per request; settles go in batches.
+    let fcalls = redis.calls("fcall");
+    assert!(
+        (450..=900).contains(&fcalls),
+        "{fcalls} FCALLs for 450 requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_without_fallback_refuses_with_a_clear_429() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let mut c = model_yaml("gpt-4", "tokens:1000", &fake.base_url(), 30.0, 60.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: tiny}\nspec: {team: llm-engineering, amountUsd: 0.1, period: month, timeZone: Europe/Berlin, models: [gpt-4]}\n";
+    let gw = Gateway::start(&c, &["--redis-url", &redis.url()]).await;
+    let body = json!({"model": "gpt-4", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hello"}]});
+    // $0.06 reserved and charged per request: one fits in $0.10, the second does not.
+    let ok = chat(&gw, ENG, body.clone()).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.json());
+    let left: f64 = ok
+        .header("x-llmgate-budget-remaining-usd")
+        .parse()
+        .expect("remaining");
+    assert!(left > 0.03 && left < 0.05, "{left}");
+    let refused = chat(&gw, ENG, body).await;
+    assert_eq!(refused.status, 429);
+    let e = refused.json();
+    assert_eq!(e["error"]["type"], "insufficient_quota");
+    assert_eq!(e["error"]["code"], "budget_exceeded");
+    let msg = e["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("llm-engineering") && msg.contains("default/tiny"),
+        "{msg}"
+    );
+    let retry: u64 = refused.header("retry-after").parse().expect("retry-after");
+    assert!(retry > 0 && retry <= 31 * 86_400);
+    assert_eq!(refused.header("x-should-retry"), "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_user_request_limit_holds_across_three_replicas() {
+    let redis = RedisServer::start();
+    let mut c = String::from(
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: m}\nspec: {model: m, provider: mock}\n",
+    );
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &key_yaml("eng2", PRODUCT, "bob", "llm-engineering");
+    c += r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: everyone}
+spec:
+  rules:
+    - subjects: [{authenticated: true}]
+      models: ["*"]
+  rateLimits:
+    - name: per-user
+      per: [user]
+      window: hour
+      requests: 20
+"#;
+    let gws = start_replicas(&c, 3, &["--redis-url", &redis.url()]).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let tasks = (0..60).map(|i| chat(&gws[i % 3], ENG, body.clone()));
+    let replies = futures_util::future::join_all(tasks).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok, 20,
+        "20 per hour for this user, whichever replica answers"
+    );
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(refused.len(), 40);
+    let r = refused[0];
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(r.json()["error"]["type"], "requests");
+    assert_eq!(r.header("x-ratelimit-limit-requests"), "20");
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), "0");
+    assert!(r.header("x-ratelimit-reset-requests").ends_with('s'));
+    let retry: u64 = r.header("retry-after").parse().expect("retry-after");
+    assert!(
+        (1..=180).contains(&retry),
+        "one request frees up every 3 minutes: {retry}"
+    );
+    // An admitted reply says what is left.
+    let first_ok = replies.iter().find(|r| r.status == 200).expect("one ok");
+    assert_eq!(first_ok.header("x-ratelimit-limit-requests"), "20");
+    // Another user has a counter of their own.
+    assert_eq!(chat(&gws[0], PRODUCT, body).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_team_token_limit_holds_with_streaming_and_trues_up() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let mut c = model_yaml("writer", "tokens:1000", &fake.base_url(), 1.0, 1.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: everyone}
+spec:
+  rules:
+    - subjects: [{authenticated: true}]
+      models: ["*"]
+  rateLimits:
+    - name: team-tokens
+      per: [team]
+      window: hour
+      tokens: 10000
+"#;
+    let gws = start_replicas(&c, 3, &["--redis-url", &redis.url()]).await;
+    // Each stream reserves its prompt + 2000 but the model writes 1000: without the true-up
+    // only 4 would fit in 10000 tokens; with it, 8.
+    let mut admitted = 0;
+    let mut used = 0u64;
+    for i in 0..12 {
+        let body = json!({"model": "writer", "max_tokens": 2000, "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "write"}]});
+        let resp = gws[i % 3]
+            .send(
+                "POST",
+                "/v1/chat/completions",
+                Some(body.to_string()),
+                Some(ENG),
+            )
+            .await;
+        if resp.status() == 429 {
+            let remaining = resp
+                .headers()
+                .get("x-ratelimit-remaining-tokens")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("remaining tokens header");
+            assert!(
+                remaining < 2100,
+                "refused only when the reservation does not fit"
+            );
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        let events = SseReader::new(resp.into_body()).all().await;
+        let usage: Value = events
+            .iter()
+            .rev()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .find(|v| v["usage"].is_object())
+            .map(|v| v["usage"].clone())
+            .expect("usage chunk");
+        used += usage["total_tokens"].as_u64().expect("total");
+        admitted += 1;
+        // Let the settle land before the next admission.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(admitted, 8, "true-up gives back what streams did not use");
+    assert!(used <= 10_000, "{used} tokens used under a 10000 limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_plane_killed_mid_stream_leaves_no_reservation_after_its_hold() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    // total 2s: a reservation is held 2 s + 5 s grace.
+    let mut c = model_yaml(
+        "slow",
+        "slow-stream:300",
+        &fake.base_url(),
+        30.0,
+        60.0,
+        "  timeouts: {total: 2s}",
+    );
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 100, period: day}\n";
+    let mut doomed = Gateway::start(&c, &["--redis-url", &redis.url()]).await;
+    let survivor = Gateway::start(&c, &["--redis-url", &redis.url()]).await;
+    let key = budget_key("llm-engineering", "eng");
+
+    let body = json!({"model": "slow", "stream": true, "max_tokens": 100,
+        "messages": [{"role": "user", "content": "one two three four five six"}]});
+    let resp = doomed
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string()),
+            Some(ENG),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut sse = SseReader::new(resp.into_body());
+    assert!(sse.next().await.is_some(), "first chunk arrived");
+    let reserved = redis.hget_i64(&key, "reserved");
+    assert!(reserved > 0, "the stream holds a reservation");
+    doomed.kill();
+    drop(sse);
+    let killed_at = Instant::now();
+
+    // Before the hold runs out the reservation stands (a later request sees it).
+    let r = chat(
+        &survivor,
+        ENG,
+        json!({"model": "slow", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "a"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis.hget_i64(&key, "reserved"), reserved);
+
+    // After it, the next admission releases it; nothing is charged for it.
+    tokio::time::sleep(
+        Duration::from_secs(7).saturating_sub(killed_at.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    let spent_before = redis.hget_i64(&key, "spent");
+    let r = chat(
+        &survivor,
+        ENG,
+        json!({"model": "slow", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "a"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.hget_i64(&key, "reserved") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead reservation was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(redis.cli(&["ZCARD", &format!("{key}:holds")]).trim(), "0");
+    let charged = survivor.audit_until(2).await[1]["budget_charged_usd_micros"]
+        .as_i64()
+        .expect("charged");
+    assert_eq!(redis.hget_i64(&key, "spent"), spent_before + charged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_going_away_applies_each_fail_mode_and_counts_reconcile() {
+    let mut redis = RedisServer::start();
+    let mut c = String::new();
+    for (model, fail) in [("open-model", "open"), ("closed-model", "closed")] {
+        c += &format!(
+            "---\napiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: {model}}}\nspec: {{model: {model}, provider: mock, pricing: {{inputPerMillion: 1000, outputPerMillion: 1000}}}}\n---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {{name: {model}}}\nspec: {{team: ml, amountUsd: 1000, period: day, models: [{model}], failMode: {fail}, localAllowancePercent: 10}}\n"
+        );
+    }
+    c += &key_yaml("eng", ENG, "ada", "ml");
+    c += EVERYONE_EVERYTHING;
+    let args = ["--redis-url", &redis.url(), "--redis-timeout", "100ms"];
+    let gws = start_replicas(&c, 2, &args).await;
+    let body = |m: &str| json!({"model": m, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]});
+    for gw in &gws {
+        assert_eq!(chat(gw, ENG, body("open-model")).await.status, 200);
+        assert_eq!(chat(gw, ENG, body("closed-model")).await.status, 200);
+    }
+
+    // Redis stops answering (the process is paused: a partition, its data kept).
+    let pid = redis_pid(&redis);
+    signal(&pid, "STOP");
+    let mut local = 0;
+    for i in 0..20 {
+        let gw = &gws[i % 2];
+        let t = Instant::now();
+        let open = chat(gw, ENG, body("open-model")).await;
+        assert_eq!(
+            open.status, 200,
+            "fail open: served from the local allowance"
+        );
+        local += 1;
+        let closed = chat(gw, ENG, body("closed-model")).await;
+        assert_eq!(closed.status, 503, "fail closed: refused");
+        assert_eq!(closed.json()["error"]["code"], "counters_unavailable");
+        assert!(t.elapsed() < Duration::from_secs(2), "never a hang");
+    }
+    let ready = gws[0].readyz().await;
+    assert_eq!(ready["counters"]["degraded"], true);
+    let (_, metrics) = gws[0].admin_get("/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("llmgate_counter_store_degraded 1"),
+        "{metrics}"
+    );
+    assert_eq!(local, 20);
+
+    // Back: the local counts are replayed and Redis agrees with the audit records.
+    signal(&pid, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for gw in &gws {
+        while gw.readyz().await["counters"]["degraded"] != false {
+            assert!(Instant::now() < deadline, "did not leave degraded mode");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(chat(&gws[0], ENG, body("closed-model")).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for model in ["open-model", "closed-model"] {
+        let charged: i64 = gws
+            .iter()
+            .flat_map(|g| g.audit())
+            .filter(|r| r["model_served"] == model)
+            .filter_map(|r| r["budget_charged_usd_micros"].as_i64())
+            .sum();
+        assert_eq!(
+            redis.hget_i64(&budget_key("ml", model), "spent"),
+            charged,
+            "{model}: what was counted locally reached Redis, once"
+        );
+    }
+
+    // Redis restarted empty: the gateway reconnects and serves again.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = chat(&gws[1], ENG, body("closed-model")).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "did not recover after a Redis restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn redis_pid(redis: &RedisServer) -> String {
+    redis
+        .cli(&["INFO", "server"])
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(|p| p.trim().to_owned())
+        .expect("redis pid")
+}
+
+fn signal(pid: &str, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_cluster_keeps_each_teams_counters_in_one_slot() {
+    let cluster = RedisCluster::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let hook = Receiver::start().await;
+    let mut config = teams_config(&fake.base_url(), &hook.url());
+    // A limit shared by everyone lives under its own tag: admitted in a second step.
+    config = config.replace(
+        "      models: [\"*\"]\n",
+        "      models: [\"*\"]\n  rateLimits:\n    - {name: global, window: hour, requests: 100000}\n",
+    );
+    let gws = start_replicas(&config, 2, &["--redis-cluster-nodes", &cluster.seeds()]).await;
+    let mut tasks = Vec::new();
+    for i in 0..240usize {
+        let key = [ENG, PRODUCT, SALES][i % 3];
+        let gw = &gws[i % 2];
+        let body = json!({"model": "gpt-4", "max_tokens": 16000,
+            "messages": [{"role": "user", "content": format!("request {i}")}]});
+        tasks.push(async move { (key, chat(gw, key, body).await) });
+    }
+    let results = futures_util::future::join_all(tasks).await;
+    for (_, r) in &results {
+        assert_eq!(r.status, 200, "{:?}", r.json());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (team, budget, amount) in [
+        ("product", "product", 30_000_000),
+        ("sales", "everyone-else", 20_000_000),
+    ] {
+        let k = budget_key(team, budget);
+        let spent = cluster.hget_i64(&k, "spent");
+        assert!(spent > 0 && spent <= amount, "{team}: {spent}");
+        // Every key of the team sits on one node: one slot by its hash tag.
+        let nodes: std::collections::BTreeSet<u16> = cluster
+            .keys(&format!("llmgate:v1:{{t:{team}}}:*"))
+            .into_iter()
+            .map(|(port, _)| port)
+            .collect();
+        assert_eq!(nodes.len(), 1, "{team}'s keys span nodes: {nodes:?}");
+        let charged: i64 = gws
+            .iter()
+            .flat_map(|g| g.audit())
+            .filter(|r| r["team"] == team && r["model_served"] == "gpt-4")
+            .filter_map(|r| r["budget_charged_usd_micros"].as_i64())
+            .sum();
+        assert_eq!(charged, spent);
+    }
+    let fallbacks = results
+        .iter()
+        .filter(|(k, r)| *k == SALES && r.header("x-llmgate-fallback-from") == "gpt-4")
+        .count();
+    assert!(fallbacks > 0, "sales ran out of its $20 and fell back");
+    // The global limit counted every request once.
+    let global: Vec<(u16, String)> = cluster.keys("llmgate:v1:{g:*");
+    assert_eq!(global.len(), 1, "{global:?}");
+}
