@@ -22,17 +22,21 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
+-- A budget is a hash (spent, reserved, alert:<threshold>) and a sorted set of the reservations
+-- it holds: member `<rid>:<amount>`, score the time the hold runs out.
+
 -- Releases reservations whose holder died (their hold ran out without a settle).
 local function purge(h, z, now)
-  local ids = redis.call('ZRANGEBYSCORE', z, '-inf', fmt(now), 'LIMIT', 0, 256)
-  for _, id in ipairs(ids) do
-    local held = redis.call('HGET', h, 'r:' .. id)
-    if held then
-      redis.call('HDEL', h, 'r:' .. id)
-      redis.call('HINCRBY', h, 'reserved', fmt(-tonumber(held)))
-    end
-    redis.call('ZREM', z, id)
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', fmt(now), 'LIMIT', 0, 256)
+  if #gone == 0 then
+    return
   end
+  local total = 0
+  for _, m in ipairs(gone) do
+    total = total + (tonumber(string.match(m, ':(%d+)$')) or 0)
+  end
+  redis.call('ZREM', z, unpack(gone))
+  redis.call('HINCRBY', h, 'reserved', fmt(-total))
 end
 
 -- GCRA: one stored value per counter, the theoretical arrival time (tat). A limit of l per
@@ -41,28 +45,48 @@ local function gcra_remaining(c, tat_after, now)
   return math.floor((c.w - (tat_after - now)) * c.l / c.w)
 end
 
--- KEYS: every key the checks name. ARGV[1]: reservation id. ARGV[2]: JSON array of candidates,
--- each an array of checks:
---   {"t":"r","k":i,"w":window_us,"l":limit,"c":cost}                       rate limit
---   {"t":"b","k":i,"z":j,"l":limit,"c":cost,"h":hold_us,"e":expire_at_ms}  budget
---     with "p":prompt_cost,"o":price_per_output_token,"m":min_tokens to clamp: a request the
---     budget cannot cover in full is admitted with the output tokens it can pay for
+-- Arguments are flat lists of strings (no JSON to decode on every call). Keys are passed as
+-- 1-based indexes into KEYS.
+--
+-- admit: ARGV = rid, number of candidates, then per candidate its number of checks and each
+-- check:
+--   r, key, window_us, limit, cost                                        rate limit
+--   b, key, holds_key, limit, cost, hold_us, expire_at_ms, p, o, m        budget; p, o, m
+--     (prompt cost, price per output token, min tokens) clamp a request the budget cannot
+--     cover in full to the output tokens it can pay for; p = '-' turns that off
 -- The first candidate whose budgets all fit is admitted: its checks are applied and the reply is
--- {1, candidate, remaining_1, reset_us_1, remaining_2, reset_us_2, ...} (for a budget the
--- second number is the output tokens it was clamped to, 0 when not clamped). A rate limit that does
--- not fit stops the walk: {0, candidate, check, retry_after_us, remaining, reset_us}. When no
--- candidate fits its budgets: {2, candidate, check, left}.
+-- {1, candidate, remaining_1, second_1, remaining_2, second_2, ...} where second is the reset
+-- time in µs for a rate limit and the clamped output tokens (0: not clamped) for a budget. A
+-- rate limit that does not fit stops the walk: {0, candidate, check, retry_after_us, remaining,
+-- reset_us}. When no candidate fits its budgets: {2, candidate, check, left}.
 local function admit(keys, args)
   local now = now_us()
   local rid = args[1]
-  local cands = cjson.decode(args[2])
+  local ncand = tonumber(args[2])
+  local at = 3
   local exhausted = nil
-  for ci, checks in ipairs(cands) do
+  for ci = 1, ncand do
+    local n = tonumber(args[at])
+    at = at + 1
+    local checks = {}
+    for i = 1, n do
+      if args[at] == 'r' then
+        checks[i] = {t = 'r', k = keys[tonumber(args[at + 1])], w = tonumber(args[at + 2]),
+          l = tonumber(args[at + 3]), c = tonumber(args[at + 4])}
+        at = at + 5
+      else
+        checks[i] = {t = 'b', k = keys[tonumber(args[at + 1])], z = keys[tonumber(args[at + 2])],
+          l = tonumber(args[at + 3]), c = tonumber(args[at + 4]), h = tonumber(args[at + 5]),
+          e = args[at + 6], p = tonumber(args[at + 7]), o = tonumber(args[at + 8]),
+          m = tonumber(args[at + 9])}
+        at = at + 10
+      end
+    end
     local state = {}
     local fits = true
     for i, c in ipairs(checks) do
       if c.t == 'r' then
-        local tat = math.max(num(redis.call('GET', keys[c.k])), now)
+        local tat = math.max(num(redis.call('GET', c.k)), now)
         local after = tat + c.c * c.w / c.l
         if after - now > c.w then
           return {0, ci, i, fmt(after - now - c.w), fmt(math.max(gcra_remaining(c, tat, now), 0)),
@@ -70,14 +94,14 @@ local function admit(keys, args)
         end
         state[i] = after
       else
-        local h, z = keys[c.k], keys[c.z]
-        purge(h, z, now)
-        local left = c.l - num(redis.call('HGET', h, 'spent')) - num(redis.call('HGET', h, 'reserved'))
+        purge(c.k, c.z, now)
+        local sr = redis.call('HMGET', c.k, 'spent', 'reserved')
+        local left = c.l - num(sr[1]) - num(sr[2])
         local clamped = 0
         if c.c > left and c.p and c.o > 0 then
-          local n = math.floor((left - c.p) / c.o)
-          if n >= c.m then
-            clamped = n
+          local tokens = math.floor((left - c.p) / c.o)
+          if tokens >= c.m then
+            clamped = tokens
           end
         end
         if c.c > left and clamped == 0 then
@@ -85,7 +109,7 @@ local function admit(keys, args)
           exhausted = {2, ci, i, fmt(left)}
           break
         end
-        state[i] = {left, clamped}
+        state[i] = {left, clamped, sr[1] == false and sr[2] == false}
       end
     end
     if fits then
@@ -93,21 +117,22 @@ local function admit(keys, args)
       for i, c in ipairs(checks) do
         if c.t == 'r' then
           local after = state[i]
-          redis.call('SET', keys[c.k], fmt(after), 'PX', fmt(math.ceil((after - now) / 1000) + 1000))
+          redis.call('SET', c.k, fmt(after), 'PX', fmt(math.ceil((after - now) / 1000) + 1000))
           out[#out + 1] = fmt(gcra_remaining(c, after, now))
           out[#out + 1] = fmt(after - now)
         else
-          local h, z = keys[c.k], keys[c.z]
-          local left, clamped = state[i][1], state[i][2]
+          local left, clamped, new = state[i][1], state[i][2], state[i][3]
           local cost = c.c
           if clamped > 0 then
             cost = math.ceil(c.p + clamped * c.o)
           end
-          redis.call('HINCRBY', h, 'reserved', fmt(cost))
-          redis.call('HSET', h, 'r:' .. rid, fmt(cost), 'limit', fmt(c.l))
-          redis.call('ZADD', z, fmt(now + c.h), rid)
-          redis.call('PEXPIREAT', h, fmt(c.e))
-          redis.call('PEXPIREAT', z, fmt(c.e))
+          redis.call('HINCRBY', c.k, 'reserved', fmt(cost))
+          redis.call('ZADD', c.z, fmt(now + c.h), rid .. ':' .. fmt(cost))
+          redis.call('PEXPIREAT', c.z, c.e)
+          if new then
+            redis.call('HSET', c.k, 'limit', fmt(c.l))
+            redis.call('PEXPIREAT', c.k, c.e)
+          end
           out[#out + 1] = fmt(left - cost)
           out[#out + 1] = fmt(clamped)
         end
@@ -118,60 +143,78 @@ local function admit(keys, args)
   return exhausted
 end
 
--- ARGV[1]: JSON array of items, each settling one counter:
---   {"t":"r","k":i,"w":window_us,"l":limit,"d":delta}     rate limit: units used beyond (or,
---                                                          negative, short of) the admission
---   {"t":"b","k":i,"z":j,"r":rid,"a":actual,"l":limit,"th":[50,80],"e":expire_at_ms}
---                                                          budget: release the reservation and
---                                                          charge the actual cost. With a rid the
---                                                          charge happens only while the
---                                                          reservation is held, so a settle that
---                                                          arrives twice (a retry after a
---                                                          timeout) charges once.
--- Either may carry "o": a key set once per item; an item whose key is already set is skipped
--- (counts replayed after an outage). Reply: one array per item; for budgets
--- {spent, reserved, threshold crossed first here, ...}.
+-- settle: ARGV = number of items, then each item:
+--   r, key, window_us, limit, delta, once                  rate limit: units used beyond (or,
+--                                                           negative, short of) the admission
+--   b, key, holds_key, rid, held, actual, limit, expire_at_ms, once, n, th_1..th_n
+--                                                           (held: the amount reserved)
+--                                                           budget: release the reservation and
+--                                                           charge the actual cost
+-- once is a key index (0: none): an item whose key is already set is skipped (counts replayed
+-- after an outage). With a rid, a budget is charged only while the reservation is held, so a
+-- settle that arrives twice (a retry after a timeout) charges once. Reply: one array per item;
+-- for budgets {spent, reserved, threshold crossed first here, ...}.
 local function settle(keys, args)
   local now = now_us()
-  local items = cjson.decode(args[1])
+  local count = tonumber(args[1])
+  local at = 2
   local out = {}
-  for n, it in ipairs(items) do
+  for n = 1, count do
     out[n] = {}
-    local fresh = true
-    if it.o then
-      fresh = redis.call('SET', keys[it.o], '1', 'NX', 'PX', '86400000') ~= false
+    local kind = args[at]
+    local once = 0
+    local it
+    if kind == 'r' then
+      it = {k = keys[tonumber(args[at + 1])], w = tonumber(args[at + 2]), l = tonumber(args[at + 3]),
+        d = tonumber(args[at + 4])}
+      once = tonumber(args[at + 5])
+      at = at + 6
+    else
+      it = {k = keys[tonumber(args[at + 1])], z = keys[tonumber(args[at + 2])], r = args[at + 3],
+        held = args[at + 4], a = args[at + 5], l = tonumber(args[at + 6]), e = args[at + 7], th = {}}
+      once = tonumber(args[at + 8])
+      local nth = tonumber(args[at + 9])
+      for j = 1, nth do
+        it.th[j] = tonumber(args[at + 9 + j])
+      end
+      at = at + 10 + nth
     end
-    if fresh and it.t == 'r' then
-      local k = keys[it.k]
-      local tat = math.max(num(redis.call('GET', k)), now)
+    local fresh = true
+    if once > 0 then
+      fresh = redis.call('SET', keys[once], '1', 'NX', 'PX', '86400000') ~= false
+    end
+    if fresh and kind == 'r' then
+      local tat = math.max(num(redis.call('GET', it.k)), now)
       local after = math.max(tat + it.d * it.w / it.l, now)
       if after > now then
-        redis.call('SET', k, fmt(after), 'PX', fmt(math.ceil((after - now) / 1000) + 1000))
+        redis.call('SET', it.k, fmt(after), 'PX', fmt(math.ceil((after - now) / 1000) + 1000))
       else
-        redis.call('DEL', k)
+        redis.call('DEL', it.k)
       end
     elseif fresh then
-      local h, z = keys[it.k], keys[it.z]
       local charge = true
+      local reserved = nil
       if it.r ~= '' then
-        local held = redis.call('HGET', h, 'r:' .. it.r)
-        if held then
-          redis.call('HDEL', h, 'r:' .. it.r)
-          redis.call('HINCRBY', h, 'reserved', fmt(-tonumber(held)))
+        if redis.call('ZREM', it.z, it.r .. ':' .. it.held) == 1 then
+          reserved = redis.call('HINCRBY', it.k, 'reserved', '-' .. it.held)
         else
           charge = false
         end
-        redis.call('ZREM', z, it.r)
       end
-      local spent = num(redis.call('HGET', h, 'spent'))
+      local spent
       if charge then
-        spent = redis.call('HINCRBY', h, 'spent', fmt(it.a))
+        spent = redis.call('HINCRBY', it.k, 'spent', it.a)
+      else
+        spent = num(redis.call('HGET', it.k, 'spent'))
       end
-      redis.call('HSET', h, 'limit', fmt(it.l))
-      redis.call('PEXPIREAT', h, fmt(it.e))
-      local reply = {spent, num(redis.call('HGET', h, 'reserved'))}
+      if reserved == nil then
+        -- No reservation released here (a replayed charge): the hash may be new.
+        reserved = num(redis.call('HGET', it.k, 'reserved'))
+        redis.call('PEXPIREAT', it.k, it.e)
+      end
+      local reply = {spent, reserved}
       for _, th in ipairs(it.th) do
-        if spent * 100 >= it.l * th and redis.call('HSETNX', h, 'alert:' .. th, fmt(now)) == 1 then
+        if spent * 100 >= it.l * th and redis.call('HSETNX', it.k, 'alert:' .. th, fmt(now)) == 1 then
           reply[#reply + 1] = th
         end
       end

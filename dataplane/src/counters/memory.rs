@@ -390,6 +390,7 @@ pub(crate) mod tests {
                 key: "b".into(),
                 holds_key: "b:holds".into(),
                 rid: "a".into(),
+                held: 60,
                 actual: 30,
                 limit: 100,
                 thresholds: vec![25, 50],
@@ -444,13 +445,14 @@ pub(crate) mod tests {
             Verdict::BudgetExhausted { .. }
         ));
         // After the first settles at 60, 40 left: (40 - 10) / 2 = 15 tokens for 40.
-        s.settle_at(&[release_item(&b, "a")], T0);
+        s.settle_at(&[release_item(&b, "a", None)], T0);
         s.settle_at(
             &[SettleItem::Budget {
                 tag: Arc::from("t"),
                 key: "b".into(),
                 holds_key: "b:holds".into(),
                 rid: String::new(),
+                held: 0,
                 actual: 60,
                 limit: 100,
                 thresholds: vec![],

@@ -157,6 +157,8 @@ pub enum SettleItem {
         holds_key: String,
         /// Empty when nothing was reserved in this store (a replayed local charge).
         rid: String,
+        /// The amount the admission reserved (what is released).
+        held: u64,
         actual: u64,
         limit: u64,
         thresholds: Vec<u8>,
@@ -336,7 +338,7 @@ impl Counters {
                     let mut j = self.journal.lock_();
                     for c in plan.candidates.iter().flatten() {
                         if matches!(c.kind, CheckKind::Budget { .. }) {
-                            push_bounded(&mut j, release_item(c, &plan.rid), &self.metrics);
+                            push_bounded(&mut j, release_item(c, &plan.rid, None), &self.metrics);
                         }
                     }
                     drop(j);
@@ -444,6 +446,7 @@ impl Counters {
                             key,
                             holds_key,
                             rid: String::new(),
+                            held: 0,
                             actual,
                             limit,
                             thresholds,
@@ -609,8 +612,9 @@ impl Counters {
     }
 }
 
-/// The settle that undoes an admission of `c` (a later group refused, or nothing was used).
-pub fn release_item(c: &Check, rid: &str) -> SettleItem {
+/// The settle that undoes an admission of `c` (a later group refused, or nothing was used);
+/// `state` is what the admission said of it (a clamped budget reserved less than its cost).
+pub fn release_item(c: &Check, rid: &str, state: Option<&CheckState>) -> SettleItem {
     match &c.kind {
         CheckKind::Rate {
             window_us,
@@ -629,12 +633,18 @@ pub fn release_item(c: &Check, rid: &str) -> SettleItem {
             holds_key,
             limit,
             expire_at_ms,
+            cost,
+            clamp,
             ..
         } => SettleItem::Budget {
             tag: Arc::clone(&c.tag),
             key: c.key.clone(),
             holds_key: holds_key.clone(),
             rid: rid.to_owned(),
+            held: match (state.and_then(|s| s.clamped), clamp) {
+                (Some(n), Some(cl)) => cl.cost(n),
+                _ => *cost,
+            },
             actual: 0,
             limit: *limit,
             thresholds: Vec::new(),

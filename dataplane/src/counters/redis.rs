@@ -15,7 +15,6 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Value};
-use serde_json::{Value as Json, json};
 
 use super::{BudgetSettled, Check, CheckKind, CheckState, Plan, SettleItem, StoreError, Verdict};
 
@@ -40,6 +39,8 @@ pub struct RedisStore {
     target: Target,
     conn: ArcSwapOption<Conn>,
     timeout: Duration,
+    /// One function load at a time: a fresh Redis meets a burst of requests.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl RedisStore {
@@ -48,6 +49,7 @@ impl RedisStore {
             target,
             conn: ArcSwapOption::empty(),
             timeout,
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -113,16 +115,22 @@ impl RedisStore {
     }
 
     /// Runs a function, loading the library first when the server does not have it.
-    async fn fcall(&self, name: &str, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
+    async fn fcall(&self, name: &str, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(name).arg(keys.len()).arg(keys).arg(args);
-        match self.query(&cmd).await {
-            Err(StoreError::Redis(e)) if e.to_string().contains("Function not found") => {
-                self.load().await?;
-                self.query(&cmd).await
-            }
-            other => other,
+        let missing = |r: &Result<Value, StoreError>| matches!(r, Err(StoreError::Redis(e)) if e.to_string().contains("Function not found"));
+        let first = self.query(&cmd).await;
+        if !missing(&first) {
+            return first;
         }
+        let _one = self.loading.lock().await;
+        // Another request may have loaded it while this one waited.
+        let again = self.query(&cmd).await;
+        if !missing(&again) {
+            return again;
+        }
+        self.load().await?;
+        self.query(&cmd).await
     }
 
     async fn load(&self) -> Result<(), StoreError> {
@@ -158,32 +166,54 @@ impl RedisStore {
 
     async fn admit_one(&self, plan: &Plan) -> Result<Verdict, StoreError> {
         let mut keys: Vec<&str> = Vec::new();
-        let mut cands = Vec::with_capacity(plan.candidates.len());
-        let mut idx = Vec::new();
+        let mut args: Vec<String> = Vec::with_capacity(4 + 10 * plan.candidates.len());
+        args.push(plan.rid.clone());
+        args.push(plan.candidates.len().to_string());
         for checks in &plan.candidates {
-            let mut row = Vec::new();
+            args.push(checks.len().to_string());
             for c in checks {
                 let k = key_index(&c.key, &mut keys);
-                let z = match &c.kind {
-                    CheckKind::Budget { holds_key, .. } => key_index(holds_key, &mut keys),
-                    CheckKind::Rate { .. } => 0,
-                };
-                row.push((k, z));
+                match &c.kind {
+                    CheckKind::Rate {
+                        window_us,
+                        limit,
+                        cost,
+                    } => {
+                        args.push("r".into());
+                        args.push(k.to_string());
+                        args.push(window_us.to_string());
+                        args.push(limit.to_string());
+                        args.push(cost.to_string());
+                    }
+                    CheckKind::Budget {
+                        holds_key,
+                        limit,
+                        cost,
+                        hold_us,
+                        expire_at_ms,
+                        clamp,
+                    } => {
+                        let z = key_index(holds_key, &mut keys);
+                        args.push("b".into());
+                        args.push(k.to_string());
+                        args.push(z.to_string());
+                        args.push(limit.to_string());
+                        args.push(cost.to_string());
+                        args.push(hold_us.to_string());
+                        args.push(expire_at_ms.to_string());
+                        match clamp {
+                            Some(cl) => {
+                                args.push(cl.prompt_cost.to_string());
+                                args.push(cl.out_price.to_string());
+                                args.push(cl.min_tokens.max(1).to_string());
+                            }
+                            None => args.extend(["-".into(), "0".into(), "1".into()]),
+                        }
+                    }
+                }
             }
-            idx.push(row);
         }
-        for (checks, row) in plan.candidates.iter().zip(&idx) {
-            let list: Vec<Json> = checks
-                .iter()
-                .zip(row)
-                .map(|(c, (k, z))| check_json(c, *k, *z))
-                .collect();
-            cands.push(Json::Array(list));
-        }
-        let arg = Json::Array(cands).to_string();
-        let reply = self
-            .fcall(ADMIT, &keys, &[plan.rid.as_str(), arg.as_str()])
-            .await?;
+        let reply = self.fcall(ADMIT, &keys, &args).await?;
         parse_verdict(&reply, plan)
     }
 
@@ -219,7 +249,7 @@ impl RedisStore {
                         state,
                         ..
                     }) => {
-                        self.release(plan, checks, &admitted).await?;
+                        self.release(plan, checks, &states, &admitted).await?;
                         return Ok(Verdict::RateLimited {
                             candidate: ci,
                             check: members[check],
@@ -228,7 +258,7 @@ impl RedisStore {
                         });
                     }
                     Ok(Verdict::BudgetExhausted { check, left, .. }) => {
-                        self.release(plan, checks, &admitted).await?;
+                        self.release(plan, checks, &states, &admitted).await?;
                         last = Verdict::BudgetExhausted {
                             candidate: ci,
                             check: members[check],
@@ -237,7 +267,7 @@ impl RedisStore {
                         continue 'candidates;
                     }
                     Err(e) => {
-                        let _ = self.release(plan, checks, &admitted).await;
+                        let _ = self.release(plan, checks, &states, &admitted).await;
                         return Err(e);
                     }
                 }
@@ -254,11 +284,12 @@ impl RedisStore {
         &self,
         plan: &Plan,
         checks: &[Check],
+        states: &[CheckState],
         which: &[usize],
     ) -> Result<(), StoreError> {
         let items: Vec<SettleItem> = which
             .iter()
-            .map(|&i| super::release_item(&checks[i], &plan.rid))
+            .map(|&i| super::release_item(&checks[i], &plan.rid, states.get(i)))
             .collect();
         if items.is_empty() {
             return Ok(());
@@ -294,37 +325,57 @@ impl RedisStore {
         out: &mut [Option<BudgetSettled>],
     ) -> Result<(), StoreError> {
         let mut keys: Vec<&str> = Vec::new();
-        let mut idx = Vec::with_capacity(members.len());
+        let mut args: Vec<String> = Vec::with_capacity(1 + 10 * members.len());
+        args.push(members.len().to_string());
         for &i in members {
-            let (k, z, once) = match &items[i] {
-                SettleItem::Rate { key, once, .. } => (key_index(key, &mut keys), 0, once),
+            match &items[i] {
+                SettleItem::Rate {
+                    key,
+                    window_us,
+                    limit,
+                    delta,
+                    once,
+                    ..
+                } => {
+                    let k = key_index(key, &mut keys);
+                    let o = once.as_deref().map_or(0, |o| key_index(o, &mut keys));
+                    args.push("r".into());
+                    args.push(k.to_string());
+                    args.push(window_us.to_string());
+                    args.push(limit.to_string());
+                    args.push(delta.to_string());
+                    args.push(o.to_string());
+                }
                 SettleItem::Budget {
                     key,
                     holds_key,
+                    rid,
+                    held,
+                    actual,
+                    limit,
+                    thresholds,
+                    expire_at_ms,
                     once,
                     ..
-                } => (
-                    key_index(key, &mut keys),
-                    key_index(holds_key, &mut keys),
-                    once,
-                ),
-            };
-            let o = once.as_deref().map(|o| key_index(o, &mut keys));
-            idx.push((k, z, o));
-        }
-        let list: Vec<Json> = members
-            .iter()
-            .zip(&idx)
-            .map(|(&i, (k, z, o))| {
-                let mut v = settle_json(&items[i], *k, *z);
-                if let Some(o) = o {
-                    v["o"] = json!(o);
+                } => {
+                    let k = key_index(key, &mut keys);
+                    let z = key_index(holds_key, &mut keys);
+                    let o = once.as_deref().map_or(0, |o| key_index(o, &mut keys));
+                    args.push("b".into());
+                    args.push(k.to_string());
+                    args.push(z.to_string());
+                    args.push(rid.clone());
+                    args.push(held.to_string());
+                    args.push(actual.to_string());
+                    args.push(limit.to_string());
+                    args.push(expire_at_ms.to_string());
+                    args.push(o.to_string());
+                    args.push(thresholds.len().to_string());
+                    args.extend(thresholds.iter().map(u8::to_string));
                 }
-                v
-            })
-            .collect();
-        let arg = Json::Array(list).to_string();
-        let reply = self.fcall(SETTLE, &keys, &[arg.as_str()]).await?;
+            }
+        }
+        let reply = self.fcall(SETTLE, &keys, &args).await?;
         let Value::Array(rows) = reply else {
             return Err(StoreError::Reply(format!("{reply:?}")));
         };
@@ -349,53 +400,6 @@ fn key_index<'a>(k: &'a str, keys: &mut Vec<&'a str>) -> usize {
         None => {
             keys.push(k);
             keys.len()
-        }
-    }
-}
-
-fn check_json(c: &Check, k: usize, z: usize) -> Json {
-    match &c.kind {
-        CheckKind::Rate {
-            window_us,
-            limit,
-            cost,
-        } => json!({"t": "r", "k": k, "w": window_us, "l": limit, "c": cost}),
-        CheckKind::Budget {
-            limit,
-            cost,
-            hold_us,
-            expire_at_ms,
-            clamp,
-            ..
-        } => {
-            let mut v = json!({"t": "b", "k": k, "z": z, "l": limit, "c": cost, "h": hold_us, "e": expire_at_ms});
-            if let Some(cl) = clamp {
-                v["p"] = json!(cl.prompt_cost);
-                v["o"] = json!(cl.out_price);
-                v["m"] = json!(cl.min_tokens);
-            }
-            v
-        }
-    }
-}
-
-fn settle_json(it: &SettleItem, k: usize, z: usize) -> Json {
-    match it {
-        SettleItem::Rate {
-            window_us,
-            limit,
-            delta,
-            ..
-        } => json!({"t": "r", "k": k, "w": window_us, "l": limit, "d": delta}),
-        SettleItem::Budget {
-            rid,
-            actual,
-            limit,
-            thresholds,
-            expire_at_ms,
-            ..
-        } => {
-            json!({"t": "b", "k": k, "z": z, "r": rid, "a": actual, "l": limit, "th": thresholds, "e": expire_at_ms})
         }
     }
 }

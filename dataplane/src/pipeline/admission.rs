@@ -350,26 +350,33 @@ impl RateHeaders {
     }
 
     fn write(&self, h: &mut HeaderMap) {
-        for (unit, v) in [("requests", self.requests), ("tokens", self.tokens)] {
+        const NAMES: [[HeaderName; 3]; 2] = [
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ];
+        for (names, v) in NAMES.iter().zip([self.requests, self.tokens]) {
             if let Some((limit, remaining, reset)) = v {
-                insert(h, &format!("x-ratelimit-limit-{unit}"), &limit.to_string());
-                insert(
-                    h,
-                    &format!("x-ratelimit-remaining-{unit}"),
-                    &remaining.to_string(),
-                );
-                insert(h, &format!("x-ratelimit-reset-{unit}"), &reset_text(reset));
+                h.insert(names[0].clone(), HeaderValue::from(limit));
+                h.insert(names[1].clone(), HeaderValue::from(remaining));
+                if let Ok(v) = HeaderValue::from_str(&reset_text(reset)) {
+                    h.insert(names[2].clone(), v);
+                }
             }
         }
     }
 }
 
-fn insert(h: &mut HeaderMap, name: &str, value: &str) {
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
-        h.insert(n, v);
+fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(HeaderName::from_static(name), v);
     }
 }
 
@@ -434,6 +441,7 @@ impl Ticket {
                             key: check.key,
                             holds_key,
                             rid: self.rid.clone(),
+                            held: reserved,
                             actual,
                             limit,
                             thresholds,
