@@ -6,8 +6,9 @@
 -- data planes each call the functions they were built for. Keys carry the same version.
 --
 -- Time is Redis's clock (TIME), so every data plane counts against one clock. Times are in
--- microseconds; money in millionths of a USD. Numbers handed to Redis go through fmt(): Lua
--- would otherwise print large ones as 1e+15.
+-- microseconds; money in millionths of a USD. Numbers handed to Redis commands go through
+-- fmt(): Lua would otherwise print large ones as 1e+15. Replies are plain numbers (Redis turns
+-- them into integers).
 
 local function now_us()
   local t = redis.call('TIME')
@@ -89,8 +90,8 @@ local function admit(keys, args)
         local tat = math.max(num(redis.call('GET', c.k)), now)
         local after = tat + c.c * c.w / c.l
         if after - now > c.w then
-          return {0, ci, i, fmt(after - now - c.w), fmt(math.max(gcra_remaining(c, tat, now), 0)),
-            fmt(tat - now)}
+          return {0, ci, i, math.floor(after - now - c.w), math.max(gcra_remaining(c, tat, now), 0),
+            math.floor(tat - now)}
         end
         state[i] = after
       else
@@ -106,7 +107,7 @@ local function admit(keys, args)
         end
         if c.c > left and clamped == 0 then
           fits = false
-          exhausted = {2, ci, i, fmt(left)}
+          exhausted = {2, ci, i, math.floor(left)}
           break
         end
         state[i] = {left, clamped, sr[1] == false and sr[2] == false}
@@ -118,8 +119,8 @@ local function admit(keys, args)
         if c.t == 'r' then
           local after = state[i]
           redis.call('SET', c.k, fmt(after), 'PX', fmt(math.ceil((after - now) / 1000) + 1000))
-          out[#out + 1] = fmt(gcra_remaining(c, after, now))
-          out[#out + 1] = fmt(after - now)
+          out[#out + 1] = gcra_remaining(c, after, now)
+          out[#out + 1] = math.floor(after - now)
         else
           local left, clamped, new = state[i][1], state[i][2], state[i][3]
           local cost = c.c
@@ -133,8 +134,8 @@ local function admit(keys, args)
             redis.call('HSET', c.k, 'limit', fmt(c.l))
             redis.call('PEXPIREAT', c.k, c.e)
           end
-          out[#out + 1] = fmt(left - cost)
-          out[#out + 1] = fmt(clamped)
+          out[#out + 1] = math.floor(left - cost)
+          out[#out + 1] = clamped
         end
       end
       return out
