@@ -103,7 +103,7 @@ spec:
     - {name: per-user, per: [user], window: minute, requests: 100000000}
 " >"$RUN/requests/main.yaml"
 
-start() { # name extra-args...
+start() { # name extra-args... → sets <NAME>_PORT and <NAME>_PID
   local name=$1; shift
   local p a
   p=$(port); a=$(port)
@@ -111,12 +111,14 @@ start() { # name extra-args...
     --listen "127.0.0.1:$p" --admin-listen "127.0.0.1:$a" --audit-log /dev/null "$@" \
     >"$RUN/$name.log" 2>&1 &
   PIDS+=($!)
+  printf -v "${name^^}_PID" %s "$!"
+  printf -v "${name^^}_PORT" %s "$p"
   wait_ok "http://127.0.0.1:$a/readyz"
-  echo "$p"
 }
-OFF_PORT=$(start off)
-REQ_PORT=$(start requests --redis-url "redis://127.0.0.1:$REDIS_PORT")
-FULL_PORT=$(start full --redis-url "redis://127.0.0.1:$REDIS_PORT")
+start off
+start requests --redis-url "redis://127.0.0.1:$REDIS_PORT"
+start full --redis-url "redis://127.0.0.1:$REDIS_PORT"
+REQ_PORT=$REQUESTS_PORT
 log "off :$OFF_PORT, requests :$REQ_PORT, full :$FULL_PORT, redis :$REDIS_PORT, fake $FAKE"
 
 # Sanity: the limited gateways count (rate-limit headers present) and answer 200.
@@ -132,6 +134,8 @@ allcalls() {
   redis-cli -p "$REDIS_PORT" INFO commandstats |
     awk -F'[=,:]' '/^cmdstat_(fcall|function\|load|ping):/ {s+=$3} END {print s+0}'
 }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_MS=$(awk "BEGIN {print 1000 / $(getconf CLK_TCK)}")
 redis_usec() { redis-cli -p "$REDIS_PORT" INFO commandstats | awk -F'[=,:]' '/^cmdstat_fcall:/ {print $5}'; }
 
 run_wrk() { # port conns
@@ -142,28 +146,33 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 TABLE=$RUN/table.md
 {
-  echo "| connections | round | config | off req/s | on req/s | on/off | off p50 µs | on p50 µs | Redis round trips/request | FCALL/request | Redis µs/request |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| connections | round | config | off req/s | on req/s | on/off | off p50 µs | on p50 µs | gateway CPU µs/req off | on | Redis round trips/request | FCALL/request | Redis µs/request |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$TABLE"
 for c in $CONNECTIONS; do
   for p in $OFF_PORT $REQ_PORT $FULL_PORT; do run_wrk "$p" "$c" >/dev/null; done   # warm-up
   for r in $(seq 1 "$ROUNDS"); do
     for cfg in requests full; do
-      port=$REQ_PORT; [[ $cfg == full ]] && port=$FULL_PORT
+      port=$REQ_PORT; pid=$REQUESTS_PID
+      [[ $cfg == full ]] && port=$FULL_PORT && pid=$FULL_PID
+      t0=$(ticks "$OFF_PID")
       off=$(run_wrk "$OFF_PORT" "$c")
-      f0=$(fcalls); a0=$(allcalls); u0=$(redis_usec)
+      t1=$(ticks "$OFF_PID")
+      f0=$(fcalls); a0=$(allcalls); u0=$(redis_usec); g0=$(ticks "$pid")
       on=$(run_wrk "$port" "$c")
       sleep 0.5   # the last settle batch
-      f1=$(fcalls); a1=$(allcalls); u1=$(redis_usec)
+      f1=$(fcalls); a1=$(allcalls); u1=$(redis_usec); g1=$(ticks "$pid")
       for x in "$off" "$on"; do
         for e in err_connect err_read err_write err_status err_timeout; do
           [[ $(field "$e" "$x") == 0 ]] || die "errors during the run: $x"
         done
       done
       offr=$(field rps "$off"); onr=$(field rps "$on"); n=$(field requests "$on")
-      printf '| %s | %s | %s | %.0f | %.0f | %.2f | %s | %s | %.3f | %.3f | %.1f |\n' "$c" "$r" "$cfg" \
+      offn=$(field requests "$off")
+      printf '| %s | %s | %s | %.0f | %.0f | %.2f | %s | %s | %.1f | %.1f | %.3f | %.3f | %.1f |\n' "$c" "$r" "$cfg" \
         "$offr" "$onr" "$(awk "BEGIN {print $onr / $offr}")" "$(field p50_us "$off")" \
-        "$(field p50_us "$on")" "$(awk "BEGIN {print ($a1 - $a0) / $n}")" \
+        "$(field p50_us "$on")" "$(awk "BEGIN {print ($t1 - $t0) * $TICK_MS * 1000 / $offn}")" \
+        "$(awk "BEGIN {print ($g1 - $g0) * $TICK_MS * 1000 / $n}")" "$(awk "BEGIN {print ($a1 - $a0) / $n}")" \
         "$(awk "BEGIN {print ($f1 - $f0) / $n}")" "$(awk "BEGIN {print ($u1 - $u0) / $n}")" >>"$TABLE"
     done
   done

@@ -11,6 +11,9 @@ use llmgate_tests::webhook::Receiver;
 use serde_json::{Value, json};
 
 const ENG: &str = "sk-eng";
+/// Tests that are not about Redis failing give it time: several gateways and test processes
+/// share two cores here.
+const PATIENT: &str = "2s";
 const PRODUCT: &str = "sk-product";
 const SALES: &str = "sk-sales";
 
@@ -146,7 +149,12 @@ async fn team_budgets_hold_across_three_replicas_and_fall_back_when_spent() {
     let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
     let hook = Receiver::start().await;
     let config = teams_config(&fake.base_url(), &hook.url());
-    let gws = start_replicas(&config, 3, &["--redis-url", &redis.url()]).await;
+    let gws = start_replicas(
+        &config,
+        3,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
 
     // 450 requests at once, 150 per team, spread over the three replicas; every third streams.
     let mut tasks = Vec::new();
@@ -297,7 +305,11 @@ async fn a_budget_without_fallback_refuses_with_a_clear_429() {
     c += &key_yaml("eng", ENG, "ada", "llm-engineering");
     c += EVERYONE_EVERYTHING;
     c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: tiny}\nspec: {team: llm-engineering, amountUsd: 0.1, period: month, timeZone: Europe/Berlin, models: [gpt-4]}\n";
-    let gw = Gateway::start(&c, &["--redis-url", &redis.url()]).await;
+    let gw = Gateway::start(
+        &c,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
     let body = json!({"model": "gpt-4", "max_tokens": 1000,
         "messages": [{"role": "user", "content": "hello"}]});
     // $0.06 reserved and charged per request: one fits in $0.10, the second does not.
@@ -345,7 +357,12 @@ spec:
       window: hour
       requests: 20
 "#;
-    let gws = start_replicas(&c, 3, &["--redis-url", &redis.url()]).await;
+    let gws = start_replicas(
+        &c,
+        3,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     let tasks = (0..60).map(|i| chat(&gws[i % 3], ENG, body.clone()));
     let replies = futures_util::future::join_all(tasks).await;
@@ -394,7 +411,12 @@ spec:
       window: hour
       tokens: 10000
 "#;
-    let gws = start_replicas(&c, 3, &["--redis-url", &redis.url()]).await;
+    let gws = start_replicas(
+        &c,
+        3,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
     // Each stream reserves its prompt + 2000 but the model writes 1000: without the true-up
     // only 4 would fit in 10000 tokens; with it, 8.
     let mut admitted = 0;
@@ -436,7 +458,7 @@ spec:
         used += usage["total_tokens"].as_u64().expect("total");
         admitted += 1;
         // Let the settle land before the next admission.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(admitted, 8, "true-up gives back what streams did not use");
     assert!(used <= 10_000, "{used} tokens used under a 10000 limit");
@@ -458,8 +480,16 @@ async fn a_data_plane_killed_mid_stream_leaves_no_reservation_after_its_hold() {
     c += &key_yaml("eng", ENG, "ada", "llm-engineering");
     c += EVERYONE_EVERYTHING;
     c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 100, period: day}\n";
-    let mut doomed = Gateway::start(&c, &["--redis-url", &redis.url()]).await;
-    let survivor = Gateway::start(&c, &["--redis-url", &redis.url()]).await;
+    let mut doomed = Gateway::start(
+        &c,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
+    let survivor = Gateway::start(
+        &c,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
     let key = budget_key("llm-engineering", "eng");
 
     let body = json!({"model": "slow", "stream": true, "max_tokens": 100,
@@ -639,7 +669,17 @@ async fn a_redis_cluster_keeps_each_teams_counters_in_one_slot() {
         "      models: [\"*\"]\n",
         "      models: [\"*\"]\n  rateLimits:\n    - {name: global, window: hour, requests: 100000}\n",
     );
-    let gws = start_replicas(&config, 2, &["--redis-cluster-nodes", &cluster.seeds()]).await;
+    let gws = start_replicas(
+        &config,
+        2,
+        &[
+            "--redis-cluster-nodes",
+            &cluster.seeds(),
+            "--redis-timeout",
+            PATIENT,
+        ],
+    )
+    .await;
     let mut tasks = Vec::new();
     for i in 0..240usize {
         let key = [ENG, PRODUCT, SALES][i % 3];
@@ -683,4 +723,35 @@ async fn a_redis_cluster_keeps_each_teams_counters_in_one_slot() {
     // The global limit counted every request once.
     let global: Vec<(u16, String)> = cluster.keys("llmgate:v1:{g:*");
     assert_eq!(global.len(), 1, "{global:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clamping_budget_shortens_the_answer_to_what_it_can_pay_for() {
+    // Standalone, no Redis: the in-process store, same rules.
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let mut c = model_yaml("writer", "tokens:5000", &fake.base_url(), 0.0, 1000.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    // $1 at $1000 per million output tokens: 1000 tokens in all.
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 1, period: day, clampMaxTokens: true}\n";
+    let gw = Gateway::start(&c, &[]).await;
+    let body = json!({"model": "writer", "max_tokens": 700,
+        "messages": [{"role": "user", "content": "write"}]});
+    let first = chat(&gw, ENG, body.clone()).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-llmgate-max-tokens-clamped"), "");
+    assert_eq!(first.json()["usage"]["completion_tokens"], 700);
+    // 300 tokens' worth left: the next answer is cut to 300, and the upstream was told so.
+    let second = chat(&gw, ENG, body.clone()).await;
+    assert_eq!(second.status, 200, "{:?}", second.json());
+    assert_eq!(second.header("x-llmgate-max-tokens-clamped"), "300");
+    assert_eq!(second.json()["usage"]["completion_tokens"], 300);
+    assert_eq!(fake.last_request()["max_tokens"], 300);
+    // Nothing left: refused.
+    let third = chat(&gw, ENG, body).await;
+    assert_eq!(third.status, 429);
+    assert_eq!(third.json()["error"]["code"], "budget_exceeded");
+    let audit = gw.audit_until(3).await;
+    assert_eq!(audit[1]["max_tokens_clamped"], 300);
+    assert_eq!(audit[1]["counters"], "memory");
 }

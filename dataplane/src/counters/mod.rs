@@ -231,6 +231,7 @@ enum Store {
 
 /// Queued settles; the journal holds what must reach Redis once it is back.
 const JOURNAL_MAX: usize = 100_000;
+const TIMEOUTS_TO_DEGRADE: u32 = 3;
 const SETTLE_BATCH: usize = 512;
 
 pub struct Counters {
@@ -238,6 +239,8 @@ pub struct Counters {
     /// The fail-open allowance of this replica.
     local: memory::MemoryStore,
     degraded: AtomicBool,
+    /// Timeouts in a row: one slow answer is not yet an outage.
+    timeouts: std::sync::atomic::AtomicU32,
     /// The first connection attempt has ended (either way); readiness waits for it so a fresh
     /// replica does not refuse fail-closed requests while it is still connecting.
     tried: AtomicBool,
@@ -275,6 +278,7 @@ impl Counters {
             store,
             local: memory::MemoryStore::default(),
             degraded: AtomicBool::new(false),
+            timeouts: std::sync::atomic::AtomicU32::new(0),
             tried: AtomicBool::new(false),
             recover: Notify::new(),
             stop: Notify::new(),
@@ -329,20 +333,28 @@ impl Counters {
         };
         if !self.is_degraded() {
             match redis.admit(plan).await {
-                Ok(v) => return Ok((v, CountedIn::Shared)),
+                Ok(v) => {
+                    self.timeouts.store(0, Ordering::Relaxed);
+                    return Ok((v, CountedIn::Shared));
+                }
                 Err(e) => {
                     self.metrics.errors.inc();
                     tracing::warn!(error = %e, "counter admission failed");
                     // The call may still run once Redis answers again: release whatever it
-                    // would reserve (a release only acts on a reservation that exists).
-                    let mut j = self.journal.lock_();
+                    // would reserve (a release only acts on a reservation that exists). Queued
+                    // behind it on the same connection, or journaled while degraded.
                     for c in plan.candidates.iter().flatten() {
                         if matches!(c.kind, CheckKind::Budget { .. }) {
-                            push_bounded(&mut j, release_item(c, &plan.rid, None), &self.metrics);
+                            let _ = self.settle_tx.send(release_item(c, &plan.rid, None));
                         }
                     }
-                    drop(j);
-                    self.set_degraded(true);
+                    // A lost connection is an outage at once; timeouts count as one from the
+                    // third in a row (until then only the request that timed out is affected).
+                    let slow = matches!(e, StoreError::Timeout(_))
+                        && self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 < TIMEOUTS_TO_DEGRADE;
+                    if !slow {
+                        self.set_degraded(true);
+                    }
                 }
             }
         }
@@ -501,6 +513,11 @@ impl Counters {
             if !batch.is_empty() {
                 self.send_batch(redis, &mut batch).await;
             }
+            // Counts kept locally after a single slow answer (no outage declared) go out with
+            // the next batch rather than waiting for an outage to end.
+            if !self.is_degraded() && self.journaled() > 0 && self.replay(redis).await.is_err() {
+                self.set_degraded(true);
+            }
             if stopping {
                 break;
             }
@@ -572,6 +589,7 @@ impl Counters {
                             );
                         }
                         self.local.clear();
+                        self.timeouts.store(0, Ordering::Relaxed);
                         self.set_degraded(false);
                     }
                     Err(e) => tracing::warn!(error = %e, "replay failed; retrying"),

@@ -42,6 +42,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             "store": gw.counters.describe(),
             "degraded": gw.counters.is_degraded(),
             "journaled": gw.counters.journaled(),
+            "warning": counters_warning(&gw),
         },
     });
     let status = if ready {
@@ -50,6 +51,13 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// Limits and budgets counted in memory hold per replica only; with an operator there are
+/// usually several replicas.
+fn counters_warning(gw: &Gateway) -> Option<&'static str> {
+    (gw.runtime().counts() && gw.counters.describe() == "memory" && gw.settings.control_plane.is_some())
+        .then_some("this snapshot has rate limits or budgets, and without --redis-url each replica counts them alone")
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
