@@ -114,6 +114,16 @@ pub struct Endpoint {
     pub created: i64,
 }
 
+impl Endpoint {
+    /// Whether a limit or budget over `selectors` covers this model; an empty list covers all.
+    pub fn selected_by(&self, selectors: &[ModelSelector]) -> bool {
+        selectors.is_empty()
+            || selectors
+                .iter()
+                .any(|m| m.matches(&self.model, &self.labels))
+    }
+}
+
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
 fn default_max_output_tokens() -> u32 {

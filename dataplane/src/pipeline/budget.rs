@@ -59,12 +59,7 @@ impl BudgetRt {
     }
 
     pub fn covers(&self, ep: &Endpoint) -> bool {
-        self.spec.models.is_empty()
-            || self
-                .spec
-                .models
-                .iter()
-                .any(|m| m.matches(&ep.model, &ep.labels))
+        ep.selected_by(&self.spec.models)
     }
 
     /// The current period (cached until it ends).

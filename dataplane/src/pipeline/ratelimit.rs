@@ -61,12 +61,7 @@ impl LimitRt {
     }
 
     pub fn applies_to_model(&self, ep: &Endpoint) -> bool {
-        self.spec.models.is_empty()
-            || self
-                .spec
-                .models
-                .iter()
-                .any(|m| m.matches(&ep.model, &ep.labels))
+        ep.selected_by(&self.spec.models)
     }
 
     /// The checks of this limit for one request: one per unit it limits.
