@@ -22,8 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::duration::parse_millis;
 use crate::parse::Resource;
 use crate::resources::{
-    AccessPolicy, ApiKey, EffectSpec, FailModeSpec, LimitDimensionSpec, ModelEndpoint, PeriodSpec,
-    ProviderKind, RateLimitSpec, RuleSpec, SecretKeySelector, SubjectSpec, TeamBudget, WindowSpec,
+    AccessPolicy, ApiKey, EffectSpec, FailModeSpec, IdentityProvider, LimitDimensionSpec,
+    ModelEndpoint, PeriodSpec, ProviderKind, RateLimitSpec, RuleSpec, SecretKeySelector,
+    SubjectSpec, TeamBudget, WindowSpec,
 };
 
 /// Everything compile reads.
@@ -33,6 +34,7 @@ pub struct Resources {
     pub access_policies: Vec<AccessPolicy>,
     pub api_keys: Vec<ApiKey>,
     pub team_budgets: Vec<TeamBudget>,
+    pub identity_providers: Vec<IdentityProvider>,
     /// Values of the secret keys that [`Resources::secret_refs`] asked for; absent ones are
     /// reported as unresolved.
     pub secrets: BTreeMap<SecretKeyRef, Secret>,
@@ -84,6 +86,7 @@ impl Resources {
             Resource::AccessPolicy(r) => self.access_policies.push(r),
             Resource::ApiKey(r) => self.api_keys.push(r),
             Resource::TeamBudget(r) => self.team_budgets.push(r),
+            Resource::IdentityProvider(r) => self.identity_providers.push(r),
         }
     }
 
@@ -267,6 +270,32 @@ pub fn compile(resources: &Resources) -> Compiled {
         errors.extend(errs.0);
     }
 
+    let mut idps_in: Vec<&IdentityProvider> = resources.identity_providers.iter().collect();
+    idps_in.sort_by_key(|r| source("IdentityProvider", &r.metadata));
+    let mut identity_providers: Vec<snap::IdentityProvider> = Vec::new();
+    for idp in idps_in {
+        let src = source("IdentityProvider", &idp.metadata);
+        let mut errs = Errs::new(&src);
+        let compiled = compile_identity_provider(idp, &src, &mut errs);
+        if let Some(first) = identity_providers
+            .iter()
+            .find(|p| p.oidc.issuer == compiled.oidc.issuer)
+        {
+            errs.push(
+                "spec.oidc.issuer",
+                Reason::Conflict,
+                format!(
+                    "issuer {:?} is already declared by {}",
+                    compiled.oidc.issuer, first.source
+                ),
+            );
+        }
+        if errs.is_empty() {
+            identity_providers.push(compiled);
+        }
+        errors.extend(errs.0);
+    }
+
     errors.sort();
     Compiled {
         snapshot: Snapshot::new(SnapshotContent {
@@ -275,6 +304,7 @@ pub fn compile(resources: &Resources) -> Compiled {
             policies,
             rate_limits,
             budgets,
+            identity_providers,
         }),
         errors,
     }
@@ -892,6 +922,80 @@ fn compile_budget(
         local_allowance_percent: spec.local_allowance_percent.unwrap_or(5).min(100),
         alert_thresholds,
         alert_webhook,
+    }
+}
+
+fn compile_identity_provider(
+    idp: &IdentityProvider,
+    src: &ResourceRef,
+    errs: &mut Errs<'_>,
+) -> snap::IdentityProvider {
+    let spec = &idp.spec;
+    let o = &spec.oidc;
+    if let Err(m) = parse_base_url(&o.issuer) {
+        errs.push("spec.oidc.issuer", Reason::Invalid, m);
+    }
+    if let Some(u) = &o.jwks_uri
+        && let Err(m) = parse_base_url(u)
+    {
+        errs.push("spec.oidc.jwksUri", Reason::Invalid, m);
+    }
+    if o.audiences.is_empty() {
+        errs.push(
+            "spec.oidc.audiences",
+            Reason::Invalid,
+            "name at least one audience: a token for another service must not pass",
+        );
+    }
+    let mut clock_skew_secs = 60;
+    if let Some(d) = &o.clock_skew {
+        match parse_millis(d) {
+            Ok(ms) => clock_skew_secs = ms / 1000,
+            Err(m) => errs.push("spec.oidc.clockSkew", Reason::Invalid, m),
+        }
+    }
+    let algorithms = if o.algorithms.is_empty() {
+        vec!["RS256".to_owned(), "ES256".to_owned()]
+    } else {
+        o.algorithms
+            .iter()
+            .map(|a| {
+                serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let claims = spec.claims.clone().unwrap_or_default();
+    let teams = spec.teams.clone().unwrap_or_default();
+    snap::IdentityProvider {
+        source: src.clone(),
+        oidc: snap::Oidc {
+            issuer: o.issuer.trim_end_matches('/').to_owned(),
+            audiences: o.audiences.clone(),
+            algorithms,
+            clock_skew_secs,
+            jwks_uri: o.jwks_uri.clone(),
+        },
+        mapping: snap::ClaimMapping {
+            user: claims.user.unwrap_or_else(|| "sub".to_owned()),
+            groups: claims.groups.unwrap_or_else(|| "groups".to_owned()),
+            client_id: claims.client_id.unwrap_or_else(|| "client_id".to_owned()),
+            team: snap::TeamRule {
+                claim: teams.claim,
+                from_groups: teams
+                    .from_groups
+                    .into_iter()
+                    .map(|g| (g.group, g.team))
+                    .collect(),
+                service_accounts: teams
+                    .service_accounts
+                    .into_iter()
+                    .map(|s| (s.service_account, s.team))
+                    .collect(),
+            },
+        },
     }
 }
 

@@ -125,6 +125,7 @@ fn resource_label(r: &Resource) -> String {
         Resource::ModelEndpoint(x) => ("ModelEndpoint", &x.metadata),
         Resource::AccessPolicy(x) => ("AccessPolicy", &x.metadata),
         Resource::TeamBudget(x) => ("TeamBudget", &x.metadata),
+        Resource::IdentityProvider(x) => ("IdentityProvider", &x.metadata),
         Resource::ApiKey(x) => ("ApiKey", &x.metadata),
     };
     format!(

@@ -23,8 +23,8 @@ pub use compile::{
 };
 pub use parse::{ParseError, Resource, parse_documents};
 pub use resources::{
-    AccessPolicy, AccessPolicySpec, ApiKey, ApiKeySpec, ModelEndpoint, ModelEndpointSpec,
-    TeamBudget, TeamBudgetSpec,
+    AccessPolicy, AccessPolicySpec, ApiKey, ApiKeySpec, IdentityProvider, IdentityProviderSpec,
+    ModelEndpoint, ModelEndpointSpec, TeamBudget, TeamBudgetSpec,
 };
 
 /// The API group of every llmgate resource.

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::resources::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
+use crate::resources::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
 
 /// One llmgate resource of any kind.
 // Parsed once per configuration change, never on a request path: size does not matter.
@@ -15,6 +15,7 @@ pub enum Resource {
     AccessPolicy(AccessPolicy),
     ApiKey(ApiKey),
     TeamBudget(TeamBudget),
+    IdentityProvider(IdentityProvider),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,11 +111,12 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
             "AccessPolicy" => Resource::AccessPolicy(typed(value, &fail)?),
             "ApiKey" => Resource::ApiKey(typed(value, &fail)?),
             "TeamBudget" => Resource::TeamBudget(typed(value, &fail)?),
+            "IdentityProvider" => Resource::IdentityProvider(typed(value, &fail)?),
             other => {
                 return Err(fail(
                     "kind",
                     format!(
-                        "unknown kind {other:?}; expected ModelEndpoint, AccessPolicy, ApiKey or TeamBudget"
+                        "unknown kind {other:?}; expected ModelEndpoint, AccessPolicy, ApiKey, TeamBudget or IdentityProvider"
                     ),
                 ));
             }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
+use llmgate_crds::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
 use serde_json::Value;
 
 fn crds() -> Vec<CustomResourceDefinition> {
@@ -16,6 +16,7 @@ fn crds() -> Vec<CustomResourceDefinition> {
         ApiKey::crd(),
         AccessPolicy::crd(),
         TeamBudget::crd(),
+        IdentityProvider::crd(),
     ]
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
-use llmgate_crds::{AccessPolicy, ApiKey, ModelEndpoint, TeamBudget};
+use llmgate_crds::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -16,6 +16,7 @@ fn schema_for(kind: &str) -> Option<Value> {
         "ApiKey" => ApiKey::crd(),
         "AccessPolicy" => AccessPolicy::crd(),
         "TeamBudget" => TeamBudget::crd(),
+        "IdentityProvider" => IdentityProvider::crd(),
         _ => return None,
     };
     let v = serde_json::to_value(&crd).ok()?;

@@ -313,6 +313,7 @@ fn verified(s: &Snapshot) -> bool {
         policies: s.policies.clone(),
         rate_limits: s.rate_limits.clone(),
         budgets: s.budgets.clone(),
+        identity_providers: s.identity_providers.clone(),
     };
     Snapshot::new(content).version == s.version
 }

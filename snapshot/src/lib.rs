@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub rate_limits: Vec<RateLimit>,
     #[serde(default)]
     pub budgets: Vec<Budget>,
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProvider>,
 }
 
 /// The parts of a snapshot that its version hashes over.
@@ -37,6 +39,7 @@ pub struct SnapshotContent {
     pub policies: Vec<Policy>,
     pub rate_limits: Vec<RateLimit>,
     pub budgets: Vec<Budget>,
+    pub identity_providers: Vec<IdentityProvider>,
 }
 
 impl Snapshot {
@@ -53,6 +56,7 @@ impl Snapshot {
             policies,
             rate_limits,
             budgets,
+            identity_providers,
         } = content;
         Snapshot {
             version,
@@ -61,6 +65,7 @@ impl Snapshot {
             policies,
             rate_limits,
             budgets,
+            identity_providers,
         }
     }
 
@@ -434,6 +439,54 @@ impl Period {
             Period::Month => "month",
         }
     }
+}
+
+/// An identity provider whose tokens the gateway accepts, and how their claims map to a caller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentityProvider {
+    pub source: ResourceRef,
+    pub oidc: Oidc,
+    pub mapping: ClaimMapping,
+}
+
+/// An OpenID Connect issuer: bearer JWTs signed by its keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Oidc {
+    /// Exactly the `iss` of its tokens.
+    pub issuer: String,
+    /// Accepted `aud` values (one must match).
+    pub audiences: Vec<String>,
+    /// Accepted signing algorithms (asymmetric only: RS*, PS*, ES*, EdDSA).
+    pub algorithms: Vec<String>,
+    /// Leeway for `exp` and `nbf`.
+    pub clock_skew_secs: u64,
+    /// JWKS location; `None` reads it from the issuer's discovery document.
+    pub jwks_uri: Option<String>,
+}
+
+/// Claim names (dotted paths for nested claims) that make a token's caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimMapping {
+    /// The user's id (`sub`, `email`, `preferred_username`…).
+    pub user: String,
+    /// The user's groups (an array of strings, or one string).
+    pub groups: String,
+    /// The claim naming a client; a token whose `sub` equals it is a service account
+    /// (client-credentials), named by it.
+    pub client_id: String,
+    /// How the caller's team is decided, first match wins.
+    pub team: TeamRule,
+}
+
+/// Which team a token's caller counts against.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRule {
+    /// A claim holding the team name.
+    pub claim: Option<String>,
+    /// Group → team, in order: the first group the caller is in decides.
+    pub from_groups: Vec<(String, String)>,
+    /// Service accounts (client ids) → team.
+    pub service_accounts: Vec<(String, String)>,
 }
 
 /// Iterative wildcard match with backtracking to the last `*`: linear in practice, no regex.

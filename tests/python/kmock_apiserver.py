@@ -21,6 +21,7 @@ RESOURCES = {
     "llmgate.dev/v1alpha1/accesspolicies": ("AccessPolicy", "accesspolicy"),
     "llmgate.dev/v1alpha1/apikeys": ("ApiKey", "apikey"),
     "llmgate.dev/v1alpha1/teambudgets": ("TeamBudget", "teambudget"),
+    "llmgate.dev/v1alpha1/identityproviders": ("IdentityProvider", "identityprovider"),
     "v1/secrets": ("Secret", "secret"),
     "coordination.k8s.io/v1/leases": ("Lease", "lease"),
     "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", "endpointslice"),

@@ -17,8 +17,8 @@ use kube::{Client, Resource, ResourceExt};
 use llmgate_crds::files::{Loaded, Problem};
 use llmgate_crds::status::{Observed, changed_statuses};
 use llmgate_crds::{
-    AccessPolicy, ApiKey, ModelEndpoint, Resources, SecretKeyRef, ServiceBackend, ServiceKey,
-    TeamBudget, compile,
+    AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, Resources, SecretKeyRef, ServiceBackend,
+    ServiceKey, TeamBudget, compile,
 };
 use llmgate_snapshot::{ResourceRef, Secret};
 use serde::de::DeserializeOwned;
@@ -37,6 +37,7 @@ struct Stores {
     policies: Vec<Store<AccessPolicy>>,
     keys: Vec<Store<ApiKey>>,
     budgets: Vec<Store<TeamBudget>>,
+    idps: Vec<Store<IdentityProvider>>,
     secrets: Vec<Store<KubeSecret>>,
     slices: Vec<Store<EndpointSlice>>,
 }
@@ -99,6 +100,7 @@ pub async fn run(
         policies: watch(&client, &namespaces, &tx),
         keys: watch(&client, &namespaces, &tx),
         budgets: watch(&client, &namespaces, &tx),
+        idps: watch(&client, &namespaces, &tx),
         secrets: watch(&client, &namespaces, &tx),
         slices: watch(&client, &namespaces, &tx),
     };
@@ -107,6 +109,7 @@ pub async fn run(
     ready(&stores.policies).await;
     ready(&stores.keys).await;
     ready(&stores.budgets).await;
+    ready(&stores.idps).await;
     ready(&stores.secrets).await;
     ready(&stores.slices).await;
     loop {
@@ -147,11 +150,13 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
     let policies = all(&stores.policies);
     let keys = all(&stores.keys);
     let budgets = all(&stores.budgets);
+    let idps = all(&stores.idps);
     let mut resources = Resources {
         model_endpoints: endpoints.iter().map(|r| (**r).clone()).collect(),
         access_policies: policies.iter().map(|r| (**r).clone()).collect(),
         api_keys: keys.iter().map(|r| (**r).clone()).collect(),
         team_budgets: budgets.iter().map(|r| (**r).clone()).collect(),
+        identity_providers: idps.iter().map(|r| (**r).clone()).collect(),
         secrets: BTreeMap::new(),
         services: Some(services(&all(&stores.slices))),
     };
@@ -189,6 +194,10 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
             budgets
                 .iter()
                 .map(|r| observed("TeamBudget", r.as_ref(), r.status.as_ref())),
+        )
+        .chain(
+            idps.iter()
+                .map(|r| observed("IdentityProvider", r.as_ref(), r.status.as_ref())),
         );
     let changed = changed_statuses(observed, &compiled.errors, jiff::Timestamp::now());
     match crate::status::write(client, changed).await {
