@@ -26,9 +26,13 @@ pub struct AuditRecord {
     /// `chat.completions`, `embeddings`, `models.list`, `models.retrieve`.
     pub operation: &'static str,
     pub stream: bool,
-    /// How the caller authenticated: `api_key`, or `none` when it did not.
+    /// How the caller authenticated: `api_key`, `oidc`, or `none` when it did not.
     pub auth_method: &'static str,
     pub key_id: Option<Arc<str>>,
+    /// `namespace/name` of the IdentityProvider that issued the caller's token.
+    pub identity_provider: Option<Arc<str>>,
+    /// The caller's groups, from their token.
+    pub groups: Vec<Arc<str>>,
     pub user: Option<Arc<str>>,
     pub service_account: Option<Arc<str>>,
     pub team: Option<Arc<str>>,

@@ -23,6 +23,8 @@ pub enum GatewayError {
     BodyTimeout { secs: u64 },
     #[error("{0}")]
     Unauthenticated(&'static str),
+    #[error("Invalid identity token: {0}.")]
+    InvalidToken(crate::oidc::TokenError),
     #[error("{subject} may not use model `{model}`")]
     Forbidden { subject: String, model: String },
     #[error("The model `{0}` does not exist")]
@@ -108,7 +110,12 @@ impl GatewayError {
             | GatewayError::Unsupported(..) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidToken(crate::oidc::TokenError::KeysUnavailable) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Unauthenticated(_) | GatewayError::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             // A client error upstream (bad parameters, its rate limit) is the caller's to see
@@ -135,6 +142,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BodyTimeout { .. } => "body_timeout",
             GatewayError::Unauthenticated(_) => "unauthenticated",
+            GatewayError::InvalidToken(_) => "invalid_token",
             GatewayError::Forbidden { .. } => "forbidden",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::Unsupported(..) => "unsupported",
@@ -178,6 +186,7 @@ impl GatewayError {
             }
             GatewayError::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             GatewayError::Unauthenticated(_) => ("authentication_error", Some("invalid_api_key")),
+            GatewayError::InvalidToken(_) => ("authentication_error", Some("invalid_token")),
             GatewayError::Forbidden { .. } => ("permission_error", Some("model_not_allowed")),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::Upstream {
@@ -272,6 +281,12 @@ impl IntoResponse for GatewayError {
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"llmgate\""),
+                );
+            }
+            GatewayError::InvalidToken(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"llmgate\", error=\"invalid_token\""),
                 );
             }
             GatewayError::Upstream {

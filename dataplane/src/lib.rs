@@ -16,6 +16,7 @@ pub mod counters;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod oidc;
 pub mod pipeline;
 pub mod providers;
 pub mod runtime;

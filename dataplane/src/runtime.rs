@@ -30,6 +30,10 @@ pub struct Runtime {
     pub api_keys: Vec<KeyRt>,
     pub limits: Vec<LimitRt>,
     pub budgets: Vec<BudgetRt>,
+    /// Token verifiers of the snapshot's identity providers, by issuer.
+    pub verifiers: crate::oidc::Verifiers,
+    /// For fetching identity providers' keys.
+    pub idp_client: UpstreamClient,
     /// Per endpoint: the limits whose models cover it.
     limits_by_endpoint: Vec<Vec<usize>>,
     /// Per endpoint: the budgets whose models cover it.
@@ -53,15 +57,108 @@ pub enum Backend {
     },
 }
 
-/// Who a request speaks for, as far as this credentials go (API keys).
+/// Who a request speaks for.
 #[derive(Debug)]
 pub struct Identity {
-    /// `namespace/name` of the ApiKey resource.
-    pub key_id: Arc<str>,
+    /// `namespace/name` of the ApiKey resource, for API keys.
+    pub key_id: Option<Arc<str>>,
     pub principal: Principal,
     pub team: Option<Arc<str>>,
+    /// Groups from the identity provider (API keys have none).
+    pub groups: Vec<Arc<str>>,
     /// The principal's name, shared into audit records.
     pub name: Arc<str>,
+    /// `api_key` or `oidc`.
+    pub auth_method: &'static str,
+    /// `namespace/name` of the IdentityProvider, for tokens.
+    pub provider: Option<Arc<str>>,
+}
+
+/// The caller of one request: an API key (everything precomputed per snapshot) or a verified
+/// token (decided per request).
+pub enum Caller<'r> {
+    Key(&'r KeyRt),
+    Token(Box<TokenCaller>),
+}
+
+pub struct TokenCaller {
+    pub identity: Identity,
+    pub tag: Arc<str>,
+    pub limits: Vec<usize>,
+}
+
+impl Caller<'_> {
+    pub fn identity(&self) -> &Identity {
+        match self {
+            Caller::Key(k) => &k.identity,
+            Caller::Token(t) => &t.identity,
+        }
+    }
+
+    /// Hash tag of the caller's counters (`t:<team>`).
+    pub fn tag(&self) -> &Arc<str> {
+        match self {
+            Caller::Key(k) => &k.tag,
+            Caller::Token(t) => &t.tag,
+        }
+    }
+
+    /// The rate limits whose subjects include this caller.
+    pub fn limits(&self) -> &[usize] {
+        match self {
+            Caller::Key(k) => &k.limits,
+            Caller::Token(t) => &t.limits,
+        }
+    }
+
+    /// The policy decision on endpoint `i`.
+    pub fn decision(&self, rt: &Runtime, i: usize) -> Decision {
+        match self {
+            Caller::Key(k) => k.decisions[i].clone(),
+            Caller::Token(t) => policy::decide(
+                &rt.snapshot.policies,
+                &t.identity,
+                &rt.snapshot.endpoints[i],
+            ),
+        }
+    }
+
+    /// The `GET /v1/models` body: only what this caller may use.
+    pub fn models_body(&self, rt: &Runtime) -> Bytes {
+        match self {
+            Caller::Key(k) => k.models_body.clone(),
+            Caller::Token(_) => {
+                let allowed: Vec<bool> = (0..rt.endpoints.len())
+                    .map(|i| self.decision(rt, i).allowed)
+                    .collect();
+                models_body(&rt.snapshot.endpoints, &allowed, rt.loaded_at)
+            }
+        }
+    }
+
+    /// How the caller is named in a 403.
+    pub fn describe(&self) -> String {
+        let who = self.identity();
+        match (&who.key_id, &who.principal) {
+            (Some(k), _) => format!("API key {k}"),
+            (None, Principal::User(u)) => format!("user {u}"),
+            (None, Principal::ServiceAccount(s)) => format!("service account {s}"),
+        }
+    }
+}
+
+fn models_body(endpoints: &[Endpoint], allowed: &[bool], loaded_at: i64) -> Bytes {
+    let data: Vec<_> = endpoints
+        .iter()
+        .zip(allowed)
+        .filter(|(_, a)| **a)
+        .map(|(ep, _)| model_object(ep, loaded_at))
+        .collect();
+    Bytes::from(serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap_or_default())
+}
+
+fn team_tag(team: Option<&str>) -> Arc<str> {
+    Arc::from(format!("t:{}", team.unwrap_or("-")))
 }
 
 pub struct KeyRt {
@@ -160,6 +257,19 @@ impl Runtime {
             })
             .collect();
 
+        let verifiers = crate::oidc::Verifiers::build(
+            &snapshot.identity_providers,
+            previous.map(|p| &p.verifiers),
+        );
+        let idp_client = clients.get(2_000);
+        // Load the issuers' keys now, so the first token does not wait for them.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            for keys in verifiers.key_sets() {
+                let (keys, client) = (Arc::clone(keys), idp_client.clone());
+                handle.spawn(async move { keys.refresh(&client, true).await });
+            }
+        }
+
         // Resources read from files have no creation time; report when this config was loaded.
         let loaded_at = jiff::Timestamp::now().as_second();
         let api_keys: Vec<KeyRt> = snapshot
@@ -168,27 +278,24 @@ impl Runtime {
             .filter_map(|k| {
                 let digest = decode_hex32(&k.sha256)?;
                 let identity = Identity {
-                    key_id: Arc::from(format!("{}/{}", k.source.namespace, k.source.name)),
+                    key_id: Some(Arc::from(format!(
+                        "{}/{}",
+                        k.source.namespace, k.source.name
+                    ))),
                     name: Arc::from(k.principal.name()),
                     principal: k.principal.clone(),
                     team: k.team.as_deref().map(Arc::from),
+                    groups: Vec::new(),
+                    auth_method: "api_key",
+                    provider: None,
                 };
                 let decisions: Vec<Decision> = snapshot
                     .endpoints
                     .iter()
                     .map(|ep| policy::decide(&snapshot.policies, &identity, ep))
                     .collect();
-                let data: Vec<_> = snapshot
-                    .endpoints
-                    .iter()
-                    .zip(&decisions)
-                    .filter(|(_, d)| d.allowed)
-                    .map(|(ep, _)| model_object(ep, loaded_at))
-                    .collect();
-                let models_body = Bytes::from(
-                    serde_json::to_vec(&json!({"object": "list", "data": data}))
-                        .unwrap_or_default(),
-                );
+                let allowed: Vec<bool> = decisions.iter().map(|d| d.allowed).collect();
+                let models_body = models_body(&snapshot.endpoints, &allowed, loaded_at);
                 let limits = limits
                     .iter()
                     .enumerate()
@@ -197,7 +304,7 @@ impl Runtime {
                     .collect();
                 Some(KeyRt {
                     digest,
-                    tag: Arc::from(format!("t:{}", identity.team.as_deref().unwrap_or("-"))),
+                    tag: team_tag(identity.team.as_deref()),
                     identity,
                     decisions,
                     models_body,
@@ -221,27 +328,58 @@ impl Runtime {
             api_keys,
             limits,
             budgets,
+            verifiers,
+            idp_client,
             limits_by_endpoint,
             budgets_by_endpoint,
         }
     }
 
     /// The rate limits that apply to this caller on endpoint `i`.
-    pub fn limits_for<'a>(&'a self, key: &'a KeyRt, i: usize) -> impl Iterator<Item = usize> + 'a {
+    pub fn limits_for<'a>(
+        &'a self,
+        caller: &'a Caller<'_>,
+        i: usize,
+    ) -> impl Iterator<Item = usize> + 'a {
         self.limits_by_endpoint[i]
             .iter()
             .copied()
-            .filter(|l| key.limits.contains(l))
+            .filter(|l| caller.limits().contains(l))
+    }
+
+    /// A verified token's caller, with the limits that name them.
+    pub fn token_caller(&self, t: crate::oidc::TokenIdentity) -> TokenCaller {
+        let identity = Identity {
+            key_id: None,
+            name: Arc::from(t.principal.name()),
+            principal: t.principal,
+            team: t.team,
+            groups: t.groups,
+            auth_method: "oidc",
+            provider: Some(t.provider),
+        };
+        let limits = self
+            .limits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.applies_to_caller(&identity))
+            .map(|(i, _)| i)
+            .collect();
+        TokenCaller {
+            tag: team_tag(identity.team.as_deref()),
+            identity,
+            limits,
+        }
     }
 
     /// The budgets that count this caller's use of endpoint `i`: those of the caller's team,
     /// or, when the team has none covering the model, the `*` budgets.
-    pub fn budgets_for(&self, key: &KeyRt, i: usize) -> Vec<usize> {
+    pub fn budgets_for(&self, caller: &Caller<'_>, i: usize) -> Vec<usize> {
         let covering = &self.budgets_by_endpoint[i];
         if covering.is_empty() {
             return Vec::new();
         }
-        let team = key.identity.team.as_deref();
+        let team = caller.identity().team.as_deref();
         let own: Vec<usize> = covering
             .iter()
             .copied()

@@ -4,7 +4,8 @@
 //
 // Signing keys: one RSA key per kid in KIDS, kept as KEYS_DIR/<kid>.pem (made when missing), so a
 // test can sign tokens of its own with the provider's key and restart the provider with another
-// key first (rotation). The first kid signs new tokens; all are published in the JWKS.
+// key first (rotation). The first kid signs new tokens; all are published in the JWKS. Public
+// keys are written next to them as <kid>.pub.pem.
 //
 // Clients: `svc-embed` / `svc-embed-secret` and `svc-other` / `svc-other-secret` get
 // client-credentials access tokens (JWT, audience AUDIENCE); `gw-web` / `gw-web-secret` uses the
@@ -14,7 +15,7 @@ import Provider from 'oidc-provider';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { generateKeyPairSync, createPrivateKey } from 'node:crypto';
+import { generateKeyPairSync, createPrivateKey, createPublicKey } from 'node:crypto';
 
 const dir = process.env.KEYS_DIR || '.';
 const kids = (process.env.KIDS || 'k1').split(',');
@@ -25,6 +26,7 @@ const keys = kids.map((kid) => {
     fs.writeFileSync(file, privateKey.export({ format: 'pem', type: 'pkcs8' }));
   }
   const key = createPrivateKey(fs.readFileSync(file));
+  fs.writeFileSync(path.join(dir, `${kid}.pub.pem`), createPublicKey(key).export({ format: 'pem', type: 'spki' }));
   return { ...key.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
 });
 const AUD = process.env.AUDIENCE || 'urn:llmgate';
@@ -55,6 +57,8 @@ const provider = new Provider(issuer, {
     claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true, groups: USERS[sub] || [] }),
   }),
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['groups'] },
+  // Users' access tokens carry their groups, as most IdPs can be configured to do.
+  extraTokenClaims: async (ctx, token) => (token.accountId ? { groups: USERS[token.accountId] || [] } : undefined),
   scopes: ['openid', 'email', 'profile', 'offline_access', 'llmgate'],
   features: {
     devInteractions: { enabled: false },

@@ -1,8 +1,9 @@
 //! Test peers and harness for llmgate's integration tests: a fake OpenAI-compatible upstream
 //! ([`fake`]) and helpers that run the real `llmgate-dataplane` binary on loopback
-//! ([`harness`]), real Redis servers ([`redis`]) and a webhook receiver ([`webhook`]).
+//! ([`harness`]), a real OpenID Provider ([`oidc`]), real Redis servers ([`redis`]) and a webhook receiver ([`webhook`]).
 
 pub mod fake;
 pub mod harness;
+pub mod oidc;
 pub mod redis;
 pub mod webhook;

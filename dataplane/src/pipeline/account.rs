@@ -13,7 +13,7 @@ use llmgate_snapshot::{Pricing, Principal};
 
 use crate::audit::AuditRecord;
 use crate::metrics::EndpointMetrics;
-use crate::runtime::{EndpointRt, KeyRt, Runtime};
+use crate::runtime::{Caller, EndpointRt, Runtime};
 use crate::state::Gateway;
 use crate::types::Usage;
 
@@ -67,11 +67,13 @@ impl Ctx {
         ms(self.started.elapsed())
     }
 
-    pub fn authenticated(&mut self, key: &KeyRt) {
+    pub fn authenticated(&mut self, caller: &Caller<'_>) {
         self.rec.latency_ms.auth = self.since_start();
-        self.rec.auth_method = "api_key";
-        let who = &key.identity;
-        self.rec.key_id = Some(Arc::clone(&who.key_id));
+        let who = caller.identity();
+        self.rec.auth_method = who.auth_method;
+        self.rec.key_id = who.key_id.clone();
+        self.rec.identity_provider = who.provider.clone();
+        self.rec.groups = who.groups.clone();
         match &who.principal {
             Principal::User(_) => self.rec.user = Some(Arc::clone(&who.name)),
             Principal::ServiceAccount(_) => self.rec.service_account = Some(Arc::clone(&who.name)),

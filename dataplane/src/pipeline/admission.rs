@@ -18,7 +18,7 @@ use super::ratelimit::{Unit, reset_text};
 use crate::alerts::AlertTarget;
 use crate::counters::{Check, CheckKind, CheckState, Clamp, CountedIn, Plan, SettleItem, Verdict};
 use crate::error::GatewayError;
-use crate::runtime::{KeyRt, Runtime};
+use crate::runtime::{Caller, Runtime};
 use crate::state::Gateway;
 
 /// What the request needs from the counters: lazily counted prompt tokens and the output
@@ -68,26 +68,26 @@ enum Meta {
 pub async fn admit(
     gw: &Gateway,
     rt: &Runtime,
-    key: &KeyRt,
+    caller: &Caller<'_>,
     first: usize,
     est: Estimate<'_>,
     ctx: &mut Ctx,
 ) -> Result<Admitted, GatewayError> {
-    let who = &key.identity;
+    let who = caller.identity();
     let mut candidates = vec![first];
-    for &b in &rt.budgets_for(key, first) {
+    for &b in &rt.budgets_for(caller, first) {
         for m in &rt.budgets[b].spec.fallback {
             if let Some((i, _)) = rt.endpoint(m)
-                && key.decisions[i].allowed
                 && !candidates.contains(&i)
+                && caller.decision(rt, i).allowed
             {
                 candidates.push(i);
             }
         }
     }
     let nothing_applies = candidates.len() == 1
-        && rt.budgets_for(key, first).is_empty()
-        && rt.limits_for(key, first).next().is_none();
+        && rt.budgets_for(caller, first).is_empty()
+        && rt.limits_for(caller, first).next().is_none();
     if nothing_applies {
         return Ok(Admitted {
             endpoint: first,
@@ -113,7 +113,7 @@ pub async fn admit(
         };
         let mut checks: Vec<(Check, Meta)> = Vec::new();
         let mut too_large: Option<GatewayError> = None;
-        for li in rt.limits_for(key, c) {
+        for li in rt.limits_for(caller, c) {
             let limit = &rt.limits[li];
             let tokens = if limit.spec.tokens.is_some() {
                 prompt_tokens() + out
@@ -121,7 +121,7 @@ pub async fn admit(
                 0
             };
             let mut found = Vec::with_capacity(2);
-            limit.checks(who, &key.tag, &ep.model, tokens, &mut found);
+            limit.checks(who, caller.tag(), &ep.model, tokens, &mut found);
             for (check, unit) in found {
                 if let CheckKind::Rate { limit: l, cost, .. } = check.kind
                     && cost > l
@@ -137,7 +137,7 @@ pub async fn admit(
                 checks.push((check, Meta::Rate { limit: li, unit }));
             }
         }
-        for b in rt.budgets_for(key, c) {
+        for b in rt.budgets_for(caller, c) {
             let budget = &rt.budgets[b];
             let p = prompt_tokens();
             let cost = cost_micros(&ep.pricing, p, out);
@@ -146,7 +146,7 @@ pub async fn admit(
                 out_price: ep.pricing.output_per_million,
                 min_tokens: 1,
             };
-            let (check, _) = budget.check(who, &key.tag, cost, ep, Some(clamp));
+            let (check, _) = budget.check(who, caller.tag(), cost, ep, Some(clamp));
             checks.push((check, Meta::Budget { budget: b, cost }));
         }
         if let Some(e) = too_large {
@@ -238,7 +238,7 @@ pub async fn admit(
             if endpoint != first {
                 let from = &rt.endpoints[first].model;
                 let by = rt
-                    .budgets_for(key, first)
+                    .budgets_for(caller, first)
                     .first()
                     .map(|&b| Arc::clone(&rt.budgets[b].id))
                     .unwrap_or_else(|| Arc::from(""));

@@ -1,19 +1,26 @@
-//! Authenticate stage: `Authorization: Bearer <key>` → the ApiKey it belongs to.
+//! Authenticate stage: `Authorization: Bearer <credential>` → who is calling.
 //!
-//! Keys are stored as SHA-256 digests only. The presented key is hashed, looked up by digest, and
-//! the digest compared in constant time; timing reveals nothing about stored keys beyond what a
-//! hash lookup of an unpredictable digest does.
+//! Two kinds of credential: llmgate API keys and JWTs from a configured identity provider
+//! ([`crate::oidc`]). A JWT is recognised by its shape; anything else is an API key.
+//!
+//! API keys are stored as SHA-256 digests only. The presented key is hashed, looked up by
+//! digest, and the digest compared in constant time; timing reveals nothing about stored keys
+//! beyond what a hash lookup of an unpredictable digest does.
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
-use crate::runtime::{KeyRt, Runtime};
+use crate::oidc::looks_like_jwt;
+use crate::runtime::{Caller, Runtime};
 
-pub fn authenticate<'r>(rt: &'r Runtime, headers: &HeaderMap) -> Result<&'r KeyRt, GatewayError> {
+pub async fn authenticate<'r>(
+    rt: &'r Runtime,
+    headers: &HeaderMap,
+) -> Result<Caller<'r>, GatewayError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Err(GatewayError::Unauthenticated(
-            "Missing credentials: send your llmgate API key as `Authorization: Bearer <key>`.",
+            "Missing credentials: send your llmgate API key or identity token as `Authorization: Bearer <credential>`.",
         ));
     };
     let token = value
@@ -25,10 +32,24 @@ pub fn authenticate<'r>(rt: &'r Runtime, headers: &HeaderMap) -> Result<&'r KeyR
         })
         .filter(|t| !t.is_empty())
         .ok_or(GatewayError::Unauthenticated(
-            "Malformed Authorization header: expected `Bearer <key>`.",
+            "Malformed Authorization header: expected `Bearer <credential>`.",
         ))?;
+    if looks_like_jwt(token) {
+        if rt.verifiers.is_empty() {
+            return Err(GatewayError::Unauthenticated(
+                "Identity tokens are not accepted here: no IdentityProvider is configured. Use an llmgate API key.",
+            ));
+        }
+        let id = rt
+            .verifiers
+            .verify(token, &rt.idp_client)
+            .await
+            .map_err(GatewayError::InvalidToken)?;
+        return Ok(Caller::Token(Box::new(rt.token_caller(id))));
+    }
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     rt.key_by_digest(&digest)
+        .map(Caller::Key)
         .ok_or(GatewayError::Unauthenticated(
             "Incorrect API key provided. Check the key, or ask your platform team for one.",
         ))

@@ -37,7 +37,7 @@ use self::account::Ctx;
 use self::stream::{RelayBody, Source};
 use crate::error::GatewayError;
 use crate::providers::{Op, mock};
-use crate::runtime::{Backend, EndpointRt, KeyRt, Runtime};
+use crate::runtime::{Backend, Caller, EndpointRt, Runtime};
 use crate::state::Gateway;
 use crate::tokens;
 use crate::types::{ChatRequest, EmbeddingsRequest};
@@ -67,10 +67,11 @@ pub async fn embeddings(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> R
 pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let rt = gw.runtime();
     let mut ctx = Ctx::new(&gw, &rt, "models.list", &headers);
-    match auth::authenticate(&rt, &headers) {
-        Ok(key) => {
-            ctx.authenticated(key);
-            respond_full(ctx, key.models_body.clone())
+    match auth::authenticate(&rt, &headers).await {
+        Ok(caller) => {
+            ctx.authenticated(&caller);
+            let body = caller.models_body(&rt);
+            respond_full(ctx, body)
         }
         Err(e) => respond_error(ctx, e),
     }
@@ -84,14 +85,14 @@ pub async fn get_model(
 ) -> Response {
     let rt = gw.runtime();
     let mut ctx = Ctx::new(&gw, &rt, "models.retrieve", &headers);
-    let key = match auth::authenticate(&rt, &headers) {
-        Ok(k) => k,
+    let caller = match auth::authenticate(&rt, &headers).await {
+        Ok(c) => c,
         Err(e) => return respond_error(ctx, e),
     };
-    ctx.authenticated(key);
+    ctx.authenticated(&caller);
     ctx.rec.model_requested = Some(id.clone());
     match rt.endpoint(&id) {
-        Some((i, ep)) if key.decisions[i].allowed => {
+        Some((i, ep)) if caller.decision(&rt, i).allowed => {
             let body = serde_json::to_vec(&crate::runtime::model_object(&ep.spec, rt.loaded_at));
             respond_full(ctx, Bytes::from(body.unwrap_or_default()))
         }
@@ -110,19 +111,19 @@ async fn chat_stages(
     req: Request<Body>,
     ctx: &mut Ctx,
 ) -> Result<Reply, GatewayError> {
-    let key = auth::authenticate(rt, req.headers())?;
-    ctx.authenticated(key);
+    let caller = auth::authenticate(rt, req.headers()).await?;
+    ctx.authenticated(&caller);
     let body = read_body(gw, req.into_body()).await?;
     let mut chat = ChatRequest::parse(&body)?;
     ctx.rec.model_requested = Some(chat.model.clone());
     ctx.rec.stream = chat.is_stream();
-    let (first, _) = authorize(rt, key, &chat.model, ctx)?;
+    let (first, _) = authorize(rt, &caller, &chat.model, ctx)?;
     let est = admission::Estimate {
         prompt_tokens: &|| tokens::chat_prompt(chat.messages_raw(), chat.tools_raw()),
         max_output: chat.max_output(),
         has_output: true,
     };
-    let admitted = admission::admit(gw, rt, key, first, est, ctx).await?;
+    let admitted = admission::admit(gw, rt, &caller, first, est, ctx).await?;
     if let Some(cap) = admitted.cap {
         chat.cap_output(cap);
     }
@@ -200,18 +201,18 @@ async fn embeddings_stages(
     req: Request<Body>,
     ctx: &mut Ctx,
 ) -> Result<Bytes, GatewayError> {
-    let key = auth::authenticate(rt, req.headers())?;
-    ctx.authenticated(key);
+    let caller = auth::authenticate(rt, req.headers()).await?;
+    ctx.authenticated(&caller);
     let body = read_body(gw, req.into_body()).await?;
     let emb = EmbeddingsRequest::parse(&body)?;
     ctx.rec.model_requested = Some(emb.model.clone());
-    let (first, _) = authorize(rt, key, &emb.model, ctx)?;
+    let (first, _) = authorize(rt, &caller, &emb.model, ctx)?;
     let est = admission::Estimate {
         prompt_tokens: &|| tokens::embeddings_input(emb.input_raw()),
         max_output: None,
         has_output: false,
     };
-    let admitted = admission::admit(gw, rt, key, first, est, ctx).await?;
+    let admitted = admission::admit(gw, rt, &caller, first, est, ctx).await?;
     let ep = &rt.endpoints[admitted.endpoint];
     ctx.routed(ep);
 
@@ -245,18 +246,18 @@ async fn embeddings_stages(
 /// Model lookup and the policy decision: the endpoint's index.
 fn authorize<'r>(
     rt: &'r Runtime,
-    key: &KeyRt,
+    caller: &Caller<'_>,
     model: &str,
     ctx: &mut Ctx,
 ) -> Result<(usize, &'r EndpointRt), GatewayError> {
     let Some((i, ep)) = rt.endpoint(model) else {
         return Err(GatewayError::ModelNotFound(model.to_owned()));
     };
-    let decision = &key.decisions[i];
+    let decision = caller.decision(rt, i);
     ctx.rec.policy_rule = decision.by.clone();
     if !decision.allowed {
         return Err(GatewayError::Forbidden {
-            subject: format!("API key {}", key.identity.key_id),
+            subject: caller.describe(),
             model: model.to_owned(),
         });
     }

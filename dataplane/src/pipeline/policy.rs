@@ -59,9 +59,8 @@ pub(crate) fn matches(s: &Subject, who: &Identity) -> bool {
             matches!(&who.principal, Principal::ServiceAccount(p) if p == a)
         }
         Subject::Team(t) => who.team.as_deref() == Some(t.as_str()),
-        // Groups come with IdP identities; API keys carry none.
-        Subject::Group(_) => false,
-        Subject::ApiKey(k) => &*who.key_id == k.as_str(),
+        Subject::Group(g) => who.groups.iter().any(|x| **x == **g),
+        Subject::ApiKey(k) => who.key_id.as_deref() == Some(k.as_str()),
     }
 }
 
@@ -100,10 +99,13 @@ mod tests {
 
     fn alice() -> Identity {
         Identity {
-            key_id: Arc::from("ai/alice-key"),
+            key_id: Some(Arc::from("ai/alice-key")),
             name: Arc::from("alice"),
             principal: Principal::User("alice".into()),
             team: Some(Arc::from("ml")),
+            groups: vec![Arc::from("ml-eng")],
+            auth_method: "api_key",
+            provider: None,
         }
     }
 

@@ -1,0 +1,399 @@
+//! OpenID Connect bearer tokens: which issuer signed a JWT, with which key, and whether it is
+//! valid for llmgate — then who it speaks for.
+//!
+//! Each `IdentityProvider` gets a [`Verifier`]: its settings and a [`KeySet`], the issuer's
+//! signing keys from its JWKS (found through discovery). Keys are fetched when the snapshot is
+//! applied and again when a token names a key id the set does not know (key rotation), at most
+//! once per [`REFRESH_MIN`] per issuer however many requests carry unknown keys, so a flood of
+//! forged `kid`s cannot make llmgate hammer the IdP. Key sets survive snapshot reloads.
+//!
+//! Checked, in order: the header's algorithm is one the provider allows (never `none`, never a
+//! symmetric one: a public key can then not be abused as an HMAC secret), the issuer is
+//! configured, the key is the issuer's and of the algorithm's family, the signature, `exp` and
+//! `nbf` with the provider's clock skew, `iss`, and one `aud` the provider accepts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use llmgate_snapshot::{IdentityProvider, Principal};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::http::client::UpstreamClient;
+
+/// Least time between two JWKS fetches of one issuer triggered by unknown key ids.
+const REFRESH_MIN: Duration = Duration::from_secs(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a token is refused; each is a 401 with this text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed bearer token")]
+    Malformed,
+    #[error("token signing algorithm is not accepted")]
+    Algorithm,
+    #[error("token issuer is not trusted")]
+    UnknownIssuer,
+    #[error("token signing key is not known to its issuer")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token audience is not accepted")]
+    Audience,
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    #[error("the token issuer's keys cannot be fetched")]
+    KeysUnavailable,
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone)]
+pub struct TokenIdentity {
+    pub principal: Principal,
+    pub groups: Vec<Arc<str>>,
+    pub team: Option<Arc<str>>,
+    /// `namespace/name` of the IdentityProvider.
+    pub provider: Arc<str>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// An issuer's signing keys.
+pub struct KeySet {
+    discovery: String,
+    jwks_uri: Option<String>,
+    keys: ArcSwap<HashMap<String, DecodingKey>>,
+    /// Serialises fetches; holds when the last fetch for an unknown key id ended.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl KeySet {
+    fn new(issuer: &str, jwks_uri: Option<&str>) -> KeySet {
+        KeySet {
+            discovery: format!("{issuer}/.well-known/openid-configuration"),
+            jwks_uri: jwks_uri.map(str::to_owned),
+            keys: ArcSwap::from_pointee(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn get(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.load().get(kid).cloned()
+    }
+
+    /// Fetches the JWKS. `force` is the load when a snapshot is applied; otherwise a token
+    /// named an unknown key, and such fetches happen at most once per [`REFRESH_MIN`] (callers
+    /// meanwhile use what the last fetch found) unless no keys were ever loaded.
+    pub async fn refresh(&self, client: &UpstreamClient, force: bool) -> Result<(), TokenError> {
+        let mut last = self.fetching.lock().await;
+        let loaded = !self.keys.load().is_empty();
+        if !force && loaded && last.is_some_and(|t| t.elapsed() < REFRESH_MIN) {
+            return Ok(());
+        }
+        let result = self.fetch(client).await;
+        if !force {
+            *last = Some(Instant::now());
+        }
+        match result {
+            Ok(keys) => {
+                tracing::info!(jwks = %self.discovery, keys = keys.len(), "identity provider keys loaded");
+                self.keys.store(Arc::new(keys));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(discovery = %self.discovery, error = %e, "identity provider keys could not be fetched");
+                Err(TokenError::KeysUnavailable)
+            }
+        }
+    }
+
+    async fn fetch(&self, client: &UpstreamClient) -> Result<HashMap<String, DecodingKey>, String> {
+        #[derive(Deserialize)]
+        struct Discovery {
+            jwks_uri: String,
+        }
+        let jwks_uri = match &self.jwks_uri {
+            Some(u) => u.clone(),
+            None => {
+                let d: Discovery = serde_json::from_slice(&get(client, &self.discovery).await?)
+                    .map_err(|e| format!("discovery document: {e}"))?;
+                d.jwks_uri
+            }
+        };
+        let set: JwkSet = serde_json::from_slice(&get(client, &jwks_uri).await?)
+            .map_err(|e| format!("JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue;
+            }
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            match DecodingKey::from_jwk(jwk) {
+                // Symmetric keys in a JWKS are never accepted for verification.
+                Ok(k) if k.family() != jsonwebtoken::AlgorithmFamily::Hmac => {
+                    keys.insert(kid, k);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(kid, error = %e, "unusable key in JWKS skipped"),
+            }
+        }
+        Ok(keys)
+    }
+}
+
+async fn get(client: &UpstreamClient, url: &str) -> Result<Bytes, String> {
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(url)
+        .header(header::ACCEPT, "application/json")
+        .header(header::USER_AGENT, "llmgate")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
+        .await
+        .map_err(|_| format!("{url}: timed out"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: {}", resp.status()));
+    }
+    let body = tokio::time::timeout(FETCH_TIMEOUT, resp.into_body().collect())
+        .await
+        .map_err(|_| format!("{url}: timed out"))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(body.to_bytes())
+}
+
+/// One identity provider, ready to verify.
+pub struct Verifier {
+    pub spec: IdentityProvider,
+    pub id: Arc<str>,
+    pub keys: Arc<KeySet>,
+    algorithms: Vec<Algorithm>,
+}
+
+impl Verifier {
+    /// `previous` key sets are reused when the issuer and JWKS location did not change.
+    pub fn build(spec: &IdentityProvider, previous: Option<&Arc<KeySet>>) -> Verifier {
+        let keys = previous
+            .filter(|k| k.jwks_uri == spec.oidc.jwks_uri)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(KeySet::new(
+                    &spec.oidc.issuer,
+                    spec.oidc.jwks_uri.as_deref(),
+                ))
+            });
+        let algorithms = spec
+            .oidc
+            .algorithms
+            .iter()
+            .filter_map(|a| a.parse::<Algorithm>().ok())
+            .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+            .collect();
+        Verifier {
+            id: Arc::from(format!("{}/{}", spec.source.namespace, spec.source.name)),
+            spec: spec.clone(),
+            keys,
+            algorithms,
+        }
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+        client: &UpstreamClient,
+    ) -> Result<TokenIdentity, TokenError> {
+        if !self.algorithms.contains(&alg) {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = kid.ok_or(TokenError::UnknownKey)?;
+        let key = match self.keys.get(kid) {
+            Some(k) => k,
+            None => {
+                // Rotation: the issuer may have a key we have not seen yet.
+                self.keys.refresh(client, false).await?;
+                self.keys.get(kid).ok_or(TokenError::UnknownKey)?
+            }
+        };
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.leeway = self.spec.oidc.clock_skew_secs;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.spec.oidc.issuer]);
+        v.set_audience(&self.spec.oidc.audiences);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidAudience => TokenError::Audience,
+                K::InvalidIssuer => TokenError::UnknownIssuer,
+                K::InvalidAlgorithm => TokenError::Algorithm,
+                K::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                K::InvalidSignature => TokenError::Signature,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        Ok(self.identity(&data.claims))
+    }
+
+    /// Claims → caller, by the provider's mapping.
+    fn identity(&self, claims: &Value) -> TokenIdentity {
+        let m = &self.spec.mapping;
+        let sub = claims.get("sub").and_then(Value::as_str);
+        let client = claim(claims, &m.client_id).and_then(Value::as_str);
+        let principal = match (client, sub) {
+            (Some(c), Some(s)) if c == s => Principal::ServiceAccount(c.to_owned()),
+            _ => Principal::User(
+                claim(claims, &m.user)
+                    .and_then(Value::as_str)
+                    .or(sub)
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
+        };
+        let groups: Vec<Arc<str>> = match claim(claims, &m.groups) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(Arc::from).collect(),
+            Some(Value::String(s)) => vec![Arc::from(s.as_str())],
+            _ => Vec::new(),
+        };
+        let team = m
+            .team
+            .claim
+            .as_deref()
+            .and_then(|c| claim(claims, c))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.as_str()),
+                Value::Array(a) => a.first().and_then(Value::as_str),
+                _ => None,
+            })
+            .map(Arc::from)
+            .or_else(|| {
+                m.team
+                    .from_groups
+                    .iter()
+                    .find(|(g, _)| groups.iter().any(|x| **x == **g))
+                    .map(|(_, t)| Arc::from(t.as_str()))
+            })
+            .or_else(|| match &principal {
+                Principal::ServiceAccount(sa) => m
+                    .team
+                    .service_accounts
+                    .iter()
+                    .find(|(s, _)| s == sa)
+                    .map(|(_, t)| Arc::from(t.as_str())),
+                Principal::User(_) => None,
+            });
+        TokenIdentity {
+            principal,
+            groups,
+            team,
+            provider: Arc::clone(&self.id),
+            expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+        }
+    }
+}
+
+/// A claim by dotted path (`realm_access.roles`); a claim whose own name has dots wins.
+fn claim<'v>(claims: &'v Value, path: &str) -> Option<&'v Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+/// The verifiers of one snapshot, by issuer.
+#[derive(Default)]
+pub struct Verifiers {
+    by_issuer: HashMap<String, Verifier>,
+}
+
+impl Verifiers {
+    pub fn build(specs: &[IdentityProvider], previous: Option<&Verifiers>) -> Verifiers {
+        let by_issuer = specs
+            .iter()
+            .map(|s| {
+                let old = previous
+                    .and_then(|p| p.by_issuer.get(&s.oidc.issuer))
+                    .map(|v| &v.keys);
+                (s.oidc.issuer.clone(), Verifier::build(s, old))
+            })
+            .collect();
+        Verifiers { by_issuer }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_issuer.is_empty()
+    }
+
+    /// Key sets to load now, so the first token does not wait for them.
+    pub fn key_sets(&self) -> impl Iterator<Item = &Arc<KeySet>> {
+        self.by_issuer.values().map(|v| &v.keys)
+    }
+
+    /// Verifies a bearer JWT against the provider of its (claimed) issuer.
+    pub async fn verify(
+        &self,
+        token: &str,
+        client: &UpstreamClient,
+    ) -> Result<TokenIdentity, TokenError> {
+        // `alg: none` and unknown algorithms fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| TokenError::Malformed)?;
+        let issuer = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::UnknownIssuer)?;
+        let verifier = self
+            .by_issuer
+            .get(issuer.trim_end_matches('/'))
+            .ok_or(TokenError::UnknownIssuer)?;
+        verifier
+            .verify(token, header.alg, header.kid.as_deref(), client)
+            .await
+    }
+}
+
+/// Whether a bearer credential is shaped like a JWT (three base64url parts) rather than an API
+/// key.
+pub fn looks_like_jwt(credential: &str) -> bool {
+    credential.starts_with("eyJ") && credential.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_claims_and_literal_dotted_names() {
+        let c = json!({"realm_access": {"roles": ["a"]}, "x.y": 1});
+        assert_eq!(claim(&c, "realm_access.roles"), Some(&json!(["a"])));
+        assert_eq!(claim(&c, "x.y"), Some(&json!(1)));
+        assert_eq!(claim(&c, "realm_access.missing"), None);
+    }
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJhbGciOi.eyJzdWIi.sig"));
+        assert!(!looks_like_jwt("sk-llmgate-demo"));
+        assert!(!looks_like_jwt("eyJ.only-one-dot"));
+    }
+}
