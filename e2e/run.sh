@@ -30,7 +30,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 echo "e2e: installing CRDs, namespace $ns"
 kubectl apply -f charts/llmgate/crds/ >/dev/null
-for crd in modelendpoints accesspolicies apikeys teambudgets identityproviders; do
+for crd in modelendpoints accesspolicies apikeys teambudgets identityproviders gatewaytokens; do
     kubectl wait --for=condition=Established "crd/$crd.llmgate.dev" --timeout=60s >/dev/null
 done
 kubectl create namespace "$ns" >/dev/null

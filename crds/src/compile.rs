@@ -22,9 +22,9 @@ use sha2::{Digest, Sha256};
 use crate::duration::parse_millis;
 use crate::parse::Resource;
 use crate::resources::{
-    AccessPolicy, ApiKey, EffectSpec, FailModeSpec, IdentityProvider, LimitDimensionSpec,
-    ModelEndpoint, PeriodSpec, ProviderKind, RateLimitSpec, RuleSpec, SecretKeySelector,
-    SubjectSpec, TeamBudget, WindowSpec,
+    AccessPolicy, ApiKey, EffectSpec, FailModeSpec, GatewayTokens, IdentityProvider,
+    LimitDimensionSpec, ModelEndpoint, PeriodSpec, ProviderKind, RateLimitSpec, RuleSpec,
+    SecretKeySelector, SubjectSpec, TeamBudget, WindowSpec,
 };
 
 /// Everything compile reads.
@@ -35,6 +35,7 @@ pub struct Resources {
     pub api_keys: Vec<ApiKey>,
     pub team_budgets: Vec<TeamBudget>,
     pub identity_providers: Vec<IdentityProvider>,
+    pub gateway_tokens: Vec<GatewayTokens>,
     /// Values of the secret keys that [`Resources::secret_refs`] asked for; absent ones are
     /// reported as unresolved.
     pub secrets: BTreeMap<SecretKeyRef, Secret>,
@@ -87,6 +88,7 @@ impl Resources {
             Resource::ApiKey(r) => self.api_keys.push(r),
             Resource::TeamBudget(r) => self.team_budgets.push(r),
             Resource::IdentityProvider(r) => self.identity_providers.push(r),
+            Resource::GatewayTokens(r) => self.gateway_tokens.push(r),
         }
     }
 
@@ -101,6 +103,19 @@ impl Resources {
         for k in &self.api_keys {
             if let Some(s) = &k.spec.secret_ref {
                 refs.insert(key_ref(namespace_of(&k.metadata), s));
+            }
+        }
+        for i in &self.identity_providers {
+            if let Some(l) = &i.spec.oidc.login {
+                refs.insert(key_ref(
+                    namespace_of(&i.metadata),
+                    &l.client_secret.secret_ref,
+                ));
+            }
+        }
+        for g in &self.gateway_tokens {
+            for k in &g.spec.signing_keys {
+                refs.insert(key_ref(namespace_of(&g.metadata), &k.secret_ref));
             }
         }
         refs
@@ -276,7 +291,7 @@ pub fn compile(resources: &Resources) -> Compiled {
     for idp in idps_in {
         let src = source("IdentityProvider", &idp.metadata);
         let mut errs = Errs::new(&src);
-        let compiled = compile_identity_provider(idp, &src, &mut errs);
+        let compiled = compile_identity_provider(idp, &src, &resources.secrets, &mut errs);
         if let Some(first) = identity_providers
             .iter()
             .find(|p| p.oidc.issuer == compiled.oidc.issuer)
@@ -296,6 +311,26 @@ pub fn compile(resources: &Resources) -> Compiled {
         errors.extend(errs.0);
     }
 
+    let mut gwt_in: Vec<&GatewayTokens> = resources.gateway_tokens.iter().collect();
+    gwt_in.sort_by_key(|r| source("GatewayTokens", &r.metadata));
+    let mut gateway_tokens: Option<snap::GatewayTokens> = None;
+    for g in gwt_in {
+        let src = source("GatewayTokens", &g.metadata);
+        let mut errs = Errs::new(&src);
+        let compiled = compile_gateway_tokens(g, &src, &resources.secrets, &mut errs);
+        if let Some(first) = &gateway_tokens {
+            errs.push(
+                "metadata.name",
+                Reason::Conflict,
+                format!("gateway tokens are already configured by {}", first.source),
+            );
+        }
+        if errs.is_empty() {
+            gateway_tokens = Some(compiled);
+        }
+        errors.extend(errs.0);
+    }
+
     errors.sort();
     Compiled {
         snapshot: Snapshot::new(SnapshotContent {
@@ -305,6 +340,7 @@ pub fn compile(resources: &Resources) -> Compiled {
             rate_limits,
             budgets,
             identity_providers,
+            gateway_tokens,
         }),
         errors,
     }
@@ -928,6 +964,7 @@ fn compile_budget(
 fn compile_identity_provider(
     idp: &IdentityProvider,
     src: &ResourceRef,
+    secrets: &BTreeMap<SecretKeyRef, Secret>,
     errs: &mut Errs<'_>,
 ) -> snap::IdentityProvider {
     let spec = &idp.spec;
@@ -967,6 +1004,30 @@ fn compile_identity_provider(
             })
             .collect()
     };
+    let login = o.login.as_ref().and_then(|l| {
+        if let Err(m) = parse_base_url(&l.redirect_url) {
+            errs.push("spec.oidc.login.redirectUrl", Reason::Invalid, m);
+        }
+        let r = key_ref(&src.namespace, &l.client_secret.secret_ref);
+        let Some(secret) = secrets.get(&r) else {
+            errs.push(
+                "spec.oidc.login.clientSecret.secretRef",
+                Reason::MissingSecret,
+                format!("{r} has no value"),
+            );
+            return None;
+        };
+        Some(snap::OidcLogin {
+            client_id: l.client_id.clone(),
+            client_secret: secret.clone(),
+            scopes: if l.scopes.is_empty() {
+                vec!["openid".into(), "email".into(), "profile".into()]
+            } else {
+                l.scopes.clone()
+            },
+            redirect_url: l.redirect_url.clone(),
+        })
+    });
     let claims = spec.claims.clone().unwrap_or_default();
     let teams = spec.teams.clone().unwrap_or_default();
     snap::IdentityProvider {
@@ -977,6 +1038,7 @@ fn compile_identity_provider(
             algorithms,
             clock_skew_secs,
             jwks_uri: o.jwks_uri.clone(),
+            login,
         },
         mapping: snap::ClaimMapping {
             user: claims.user.unwrap_or_else(|| "sub".to_owned()),
@@ -996,6 +1058,80 @@ fn compile_identity_provider(
                     .collect(),
             },
         },
+    }
+}
+
+fn compile_gateway_tokens(
+    g: &GatewayTokens,
+    src: &ResourceRef,
+    secrets: &BTreeMap<SecretKeyRef, Secret>,
+    errs: &mut Errs<'_>,
+) -> snap::GatewayTokens {
+    let spec = &g.spec;
+    let mut keys = Vec::new();
+    for (i, k) in spec.signing_keys.iter().enumerate() {
+        let r = key_ref(&src.namespace, &k.secret_ref);
+        match secrets.get(&r) {
+            Some(s) if s.expose().len() >= 32 => keys.push((k.id.clone(), s.clone())),
+            Some(_) => errs.push(
+                format!("spec.signingKeys[{i}].secretRef"),
+                Reason::Invalid,
+                format!(
+                    "{r} is shorter than 32 bytes; generate one with `openssl rand -base64 48`"
+                ),
+            ),
+            None => errs.push(
+                format!("spec.signingKeys[{i}].secretRef"),
+                Reason::MissingSecret,
+                format!("{r} has no value"),
+            ),
+        }
+    }
+    if spec.signing_keys.is_empty() {
+        errs.push(
+            "spec.signingKeys",
+            Reason::Invalid,
+            "at least one signing key is needed",
+        );
+    }
+    let mut ttl_secs = 12 * 3600;
+    if let Some(t) = &spec.ttl {
+        match positive_millis(t) {
+            Ok(ms) => ttl_secs = (ms / 1000).max(1),
+            Err(m) => errs.push("spec.ttl", Reason::Invalid, m),
+        }
+    }
+    let mut revoked = Vec::new();
+    for (i, r) in spec.revoked.iter().enumerate() {
+        let principal = match (&r.user, &r.service_account) {
+            (Some(u), None) => snap::Principal::User(u.clone()),
+            (None, Some(s)) => snap::Principal::ServiceAccount(s.clone()),
+            _ => {
+                errs.push(
+                    format!("spec.revoked[{i}]"),
+                    Reason::Invalid,
+                    "set exactly one of user, serviceAccount",
+                );
+                continue;
+            }
+        };
+        match r.issued_before.parse::<jiff::Timestamp>() {
+            Ok(t) => revoked.push(snap::Revocation {
+                principal,
+                before: t.as_second(),
+            }),
+            Err(e) => errs.push(
+                format!("spec.revoked[{i}].issuedBefore"),
+                Reason::Invalid,
+                format!("{:?} is not an RFC 3339 time: {e}", r.issued_before),
+            ),
+        }
+    }
+    snap::GatewayTokens {
+        source: src.clone(),
+        keys,
+        ttl_secs,
+        revoked,
     }
 }
 

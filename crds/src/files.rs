@@ -126,6 +126,7 @@ fn resource_label(r: &Resource) -> String {
         Resource::AccessPolicy(x) => ("AccessPolicy", &x.metadata),
         Resource::TeamBudget(x) => ("TeamBudget", &x.metadata),
         Resource::IdentityProvider(x) => ("IdentityProvider", &x.metadata),
+        Resource::GatewayTokens(x) => ("GatewayTokens", &x.metadata),
         Resource::ApiKey(x) => ("ApiKey", &x.metadata),
     };
     format!(

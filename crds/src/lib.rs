@@ -23,8 +23,9 @@ pub use compile::{
 };
 pub use parse::{ParseError, Resource, parse_documents};
 pub use resources::{
-    AccessPolicy, AccessPolicySpec, ApiKey, ApiKeySpec, IdentityProvider, IdentityProviderSpec,
-    ModelEndpoint, ModelEndpointSpec, TeamBudget, TeamBudgetSpec,
+    AccessPolicy, AccessPolicySpec, ApiKey, ApiKeySpec, GatewayTokens, GatewayTokensSpec,
+    IdentityProvider, IdentityProviderSpec, ModelEndpoint, ModelEndpointSpec, TeamBudget,
+    TeamBudgetSpec,
 };
 
 /// The API group of every llmgate resource.

@@ -4,7 +4,9 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::resources::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
+use crate::resources::{
+    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, TeamBudget,
+};
 
 /// One llmgate resource of any kind.
 // Parsed once per configuration change, never on a request path: size does not matter.
@@ -16,6 +18,7 @@ pub enum Resource {
     ApiKey(ApiKey),
     TeamBudget(TeamBudget),
     IdentityProvider(IdentityProvider),
+    GatewayTokens(GatewayTokens),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,11 +115,12 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
             "ApiKey" => Resource::ApiKey(typed(value, &fail)?),
             "TeamBudget" => Resource::TeamBudget(typed(value, &fail)?),
             "IdentityProvider" => Resource::IdentityProvider(typed(value, &fail)?),
+            "GatewayTokens" => Resource::GatewayTokens(typed(value, &fail)?),
             other => {
                 return Err(fail(
                     "kind",
                     format!(
-                        "unknown kind {other:?}; expected ModelEndpoint, AccessPolicy, ApiKey, TeamBudget or IdentityProvider"
+                        "unknown kind {other:?}; expected ModelEndpoint, AccessPolicy, ApiKey, TeamBudget, IdentityProvider or GatewayTokens"
                     ),
                 ));
             }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use llmgate_crds::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
+use llmgate_crds::{
+    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, TeamBudget,
+};
 use serde_json::Value;
 
 fn crds() -> Vec<CustomResourceDefinition> {
@@ -17,6 +19,7 @@ fn crds() -> Vec<CustomResourceDefinition> {
         AccessPolicy::crd(),
         TeamBudget::crd(),
         IdentityProvider::crd(),
+        GatewayTokens::crd(),
     ]
 }
 

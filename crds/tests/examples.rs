@@ -6,7 +6,9 @@ use std::path::Path;
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
-use llmgate_crds::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
+use llmgate_crds::{
+    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, TeamBudget,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,6 +19,7 @@ fn schema_for(kind: &str) -> Option<Value> {
         "AccessPolicy" => AccessPolicy::crd(),
         "TeamBudget" => TeamBudget::crd(),
         "IdentityProvider" => IdentityProvider::crd(),
+        "GatewayTokens" => GatewayTokens::crd(),
         _ => return None,
     };
     let v = serde_json::to_value(&crd).ok()?;

@@ -314,6 +314,7 @@ fn verified(s: &Snapshot) -> bool {
         rate_limits: s.rate_limits.clone(),
         budgets: s.budgets.clone(),
         identity_providers: s.identity_providers.clone(),
+        gateway_tokens: s.gateway_tokens.clone(),
     };
     Snapshot::new(content).version == s.version
 }

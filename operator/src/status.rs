@@ -5,7 +5,9 @@
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use llmgate_crds::resources::ResourceStatus;
-use llmgate_crds::{AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, TeamBudget};
+use llmgate_crds::{
+    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, TeamBudget,
+};
 use llmgate_snapshot::ResourceRef;
 use serde::de::DeserializeOwned;
 
@@ -26,6 +28,7 @@ pub async fn write(
             "ApiKey" => patch_one::<ApiKey>(client, &r, &patch).await?,
             "TeamBudget" => patch_one::<TeamBudget>(client, &r, &patch).await?,
             "IdentityProvider" => patch_one::<IdentityProvider>(client, &r, &patch).await?,
+            "GatewayTokens" => patch_one::<GatewayTokens>(client, &r, &patch).await?,
             other => {
                 tracing::warn!(kind = other, "no status subresource for this kind");
                 continue;

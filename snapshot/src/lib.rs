@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub budgets: Vec<Budget>,
     #[serde(default)]
     pub identity_providers: Vec<IdentityProvider>,
+    #[serde(default)]
+    pub gateway_tokens: Option<GatewayTokens>,
 }
 
 /// The parts of a snapshot that its version hashes over.
@@ -40,6 +42,7 @@ pub struct SnapshotContent {
     pub rate_limits: Vec<RateLimit>,
     pub budgets: Vec<Budget>,
     pub identity_providers: Vec<IdentityProvider>,
+    pub gateway_tokens: Option<GatewayTokens>,
 }
 
 impl Snapshot {
@@ -57,6 +60,7 @@ impl Snapshot {
             rate_limits,
             budgets,
             identity_providers,
+            gateway_tokens,
         } = content;
         Snapshot {
             version,
@@ -66,6 +70,7 @@ impl Snapshot {
             rate_limits,
             budgets,
             identity_providers,
+            gateway_tokens,
         }
     }
 
@@ -462,6 +467,34 @@ pub struct Oidc {
     pub clock_skew_secs: u64,
     /// JWKS location; `None` reads it from the issuer's discovery document.
     pub jwks_uri: Option<String>,
+    /// Browser login through this issuer, when configured.
+    pub login: Option<OidcLogin>,
+}
+
+/// The gateway's confidential client at an OIDC issuer, for the authorization-code flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OidcLogin {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub redirect_url: String,
+}
+
+/// Tokens llmgate issues after a login.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayTokens {
+    pub source: ResourceRef,
+    /// `(kid, HMAC key)`; the first signs.
+    pub keys: Vec<(String, Secret)>,
+    pub ttl_secs: u64,
+    pub revoked: Vec<Revocation>,
+}
+
+/// Tokens of `principal` issued before `before` (unix seconds) are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub principal: Principal,
+    pub before: i64,
 }
 
 /// Claim names (dotted paths for nested claims) that make a token's caller.

@@ -22,6 +22,7 @@ RESOURCES = {
     "llmgate.dev/v1alpha1/apikeys": ("ApiKey", "apikey"),
     "llmgate.dev/v1alpha1/teambudgets": ("TeamBudget", "teambudget"),
     "llmgate.dev/v1alpha1/identityproviders": ("IdentityProvider", "identityprovider"),
+    "llmgate.dev/v1alpha1/gatewaytokens": ("GatewayTokens", "gatewaytokens"),
     "v1/secrets": ("Secret", "secret"),
     "coordination.k8s.io/v1/leases": ("Lease", "lease"),
     "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", "endpointslice"),

@@ -17,8 +17,8 @@ use kube::{Client, Resource, ResourceExt};
 use llmgate_crds::files::{Loaded, Problem};
 use llmgate_crds::status::{Observed, changed_statuses};
 use llmgate_crds::{
-    AccessPolicy, ApiKey, IdentityProvider, ModelEndpoint, Resources, SecretKeyRef, ServiceBackend,
-    ServiceKey, TeamBudget, compile,
+    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, Resources, SecretKeyRef,
+    ServiceBackend, ServiceKey, TeamBudget, compile,
 };
 use llmgate_snapshot::{ResourceRef, Secret};
 use serde::de::DeserializeOwned;
@@ -38,6 +38,7 @@ struct Stores {
     keys: Vec<Store<ApiKey>>,
     budgets: Vec<Store<TeamBudget>>,
     idps: Vec<Store<IdentityProvider>>,
+    tokens: Vec<Store<GatewayTokens>>,
     secrets: Vec<Store<KubeSecret>>,
     slices: Vec<Store<EndpointSlice>>,
 }
@@ -101,6 +102,7 @@ pub async fn run(
         keys: watch(&client, &namespaces, &tx),
         budgets: watch(&client, &namespaces, &tx),
         idps: watch(&client, &namespaces, &tx),
+        tokens: watch(&client, &namespaces, &tx),
         secrets: watch(&client, &namespaces, &tx),
         slices: watch(&client, &namespaces, &tx),
     };
@@ -110,6 +112,7 @@ pub async fn run(
     ready(&stores.keys).await;
     ready(&stores.budgets).await;
     ready(&stores.idps).await;
+    ready(&stores.tokens).await;
     ready(&stores.secrets).await;
     ready(&stores.slices).await;
     loop {
@@ -151,12 +154,14 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
     let keys = all(&stores.keys);
     let budgets = all(&stores.budgets);
     let idps = all(&stores.idps);
+    let tokens = all(&stores.tokens);
     let mut resources = Resources {
         model_endpoints: endpoints.iter().map(|r| (**r).clone()).collect(),
         access_policies: policies.iter().map(|r| (**r).clone()).collect(),
         api_keys: keys.iter().map(|r| (**r).clone()).collect(),
         team_budgets: budgets.iter().map(|r| (**r).clone()).collect(),
         identity_providers: idps.iter().map(|r| (**r).clone()).collect(),
+        gateway_tokens: tokens.iter().map(|r| (**r).clone()).collect(),
         secrets: BTreeMap::new(),
         services: Some(services(&all(&stores.slices))),
     };
@@ -198,6 +203,11 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
         .chain(
             idps.iter()
                 .map(|r| observed("IdentityProvider", r.as_ref(), r.status.as_ref())),
+        )
+        .chain(
+            tokens
+                .iter()
+                .map(|r| observed("GatewayTokens", r.as_ref(), r.status.as_ref())),
         );
     let changed = changed_statuses(observed, &compiled.errors, jiff::Timestamp::now());
     match crate::status::write(client, changed).await {
