@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod counters;
 pub mod error;
 pub mod http;
+pub mod login;
 pub mod metrics;
 pub mod oidc;
 pub mod pipeline;

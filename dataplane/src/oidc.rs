@@ -55,6 +55,10 @@ pub enum TokenError {
     MissingClaim,
     #[error("the token issuer's keys cannot be fetched")]
     KeysUnavailable,
+    #[error("token was revoked")]
+    Revoked,
+    #[error("token nonce does not match the login")]
+    Nonce,
 }
 
 /// Who a verified token speaks for.
@@ -69,11 +73,19 @@ pub struct TokenIdentity {
     pub expires_at: i64,
 }
 
+/// Where the authorization-code flow happens, from the discovery document.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+}
+
 /// An issuer's signing keys.
 pub struct KeySet {
     discovery: String,
     jwks_uri: Option<String>,
     keys: ArcSwap<HashMap<String, DecodingKey>>,
+    endpoints: arc_swap::ArcSwapOption<Endpoints>,
     /// Serialises fetches; holds when the last fetch for an unknown key id ended.
     fetching: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -84,12 +96,24 @@ impl KeySet {
             discovery: format!("{issuer}/.well-known/openid-configuration"),
             jwks_uri: jwks_uri.map(str::to_owned),
             keys: ArcSwap::from_pointee(HashMap::new()),
+            endpoints: arc_swap::ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(None),
         }
     }
 
     fn get(&self, kid: &str) -> Option<DecodingKey> {
         self.keys.load().get(kid).cloned()
+    }
+
+    /// The login endpoints, fetching the discovery document when they are not known yet.
+    pub async fn endpoints(&self, client: &UpstreamClient) -> Result<Arc<Endpoints>, TokenError> {
+        if let Some(e) = self.endpoints.load_full() {
+            return Ok(e);
+        }
+        self.refresh(client, true).await?;
+        self.endpoints
+            .load_full()
+            .ok_or(TokenError::KeysUnavailable)
     }
 
     /// Fetches the JWKS. `force` is the load when a snapshot is applied; otherwise a token
@@ -122,14 +146,25 @@ impl KeySet {
         #[derive(Deserialize)]
         struct Discovery {
             jwks_uri: String,
+            #[serde(flatten)]
+            endpoints: Option<Endpoints>,
         }
-        let jwks_uri = match &self.jwks_uri {
-            Some(u) => u.clone(),
-            None => {
-                let d: Discovery = serde_json::from_slice(&get(client, &self.discovery).await?)
-                    .map_err(|e| format!("discovery document: {e}"))?;
-                d.jwks_uri
-            }
+        let discovered = match get(client, &self.discovery).await {
+            Ok(body) => Some(
+                serde_json::from_slice::<Discovery>(&body)
+                    .map_err(|e| format!("discovery document: {e}"))?,
+            ),
+            // A configured JWKS location makes discovery optional (no login then).
+            Err(_) if self.jwks_uri.is_some() => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(e) = discovered.as_ref().and_then(|d| d.endpoints.clone()) {
+            self.endpoints.store(Some(Arc::new(e)));
+        }
+        let jwks_uri = match (&self.jwks_uri, &discovered) {
+            (Some(u), _) => u.clone(),
+            (None, Some(d)) => d.jwks_uri.clone(),
+            (None, None) => return Err("no JWKS location".into()),
         };
         let set: JwkSet = serde_json::from_slice(&get(client, &jwks_uri).await?)
             .map_err(|e| format!("JWKS: {e}"))?;
@@ -218,6 +253,44 @@ impl Verifier {
         kid: Option<&str>,
         client: &UpstreamClient,
     ) -> Result<TokenIdentity, TokenError> {
+        let claims = self
+            .verify_claims(token, alg, kid, &self.spec.oidc.audiences, client)
+            .await?;
+        Ok(self.identity(&claims))
+    }
+
+    /// An ID token from the login flow: issued to the gateway's client, with the login's nonce.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+        client: &UpstreamClient,
+    ) -> Result<TokenIdentity, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let claims = self
+            .verify_claims(
+                token,
+                header.alg,
+                header.kid.as_deref(),
+                &[client_id.to_owned()],
+                client,
+            )
+            .await?;
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(TokenError::Nonce);
+        }
+        Ok(self.identity(&claims))
+    }
+
+    async fn verify_claims(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+        audiences: &[String],
+        client: &UpstreamClient,
+    ) -> Result<Value, TokenError> {
         if !self.algorithms.contains(&alg) {
             return Err(TokenError::Algorithm);
         }
@@ -235,7 +308,7 @@ impl Verifier {
         v.leeway = self.spec.oidc.clock_skew_secs;
         v.validate_nbf = true;
         v.set_issuer(&[&self.spec.oidc.issuer]);
-        v.set_audience(&self.spec.oidc.audiences);
+        v.set_audience(audiences);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -250,11 +323,11 @@ impl Verifier {
                 _ => TokenError::Malformed,
             }
         })?;
-        Ok(self.identity(&data.claims))
+        Ok(data.claims)
     }
 
     /// Claims → caller, by the provider's mapping.
-    fn identity(&self, claims: &Value) -> TokenIdentity {
+    pub fn identity(&self, claims: &Value) -> TokenIdentity {
         let m = &self.spec.mapping;
         let sub = claims.get("sub").and_then(Value::as_str);
         let client = claim(claims, &m.client_id).and_then(Value::as_str);
@@ -340,6 +413,11 @@ impl Verifiers {
 
     pub fn is_empty(&self) -> bool {
         self.by_issuer.is_empty()
+    }
+
+    /// The provider `namespace/name`, for the login routes.
+    pub fn by_id(&self, id: &str) -> Option<&Verifier> {
+        self.by_issuer.values().find(|v| &*v.id == id)
     }
 
     /// Key sets to load now, so the first token does not wait for them.

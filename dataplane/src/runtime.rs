@@ -32,6 +32,8 @@ pub struct Runtime {
     pub budgets: Vec<BudgetRt>,
     /// Token verifiers of the snapshot's identity providers, by issuer.
     pub verifiers: crate::oidc::Verifiers,
+    /// Signs and verifies gateway tokens, when configured.
+    pub gateway_tokens: Option<crate::login::token::Issuer>,
     /// For fetching identity providers' keys.
     pub idp_client: UpstreamClient,
     /// Per endpoint: the limits whose models cover it.
@@ -262,6 +264,10 @@ impl Runtime {
             previous.map(|p| &p.verifiers),
         );
         let idp_client = clients.get(2_000);
+        let gateway_tokens = snapshot
+            .gateway_tokens
+            .as_ref()
+            .map(crate::login::token::Issuer::build);
         // Load the issuers' keys now, so the first token does not wait for them.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             for keys in verifiers.key_sets() {
@@ -329,6 +335,7 @@ impl Runtime {
             limits,
             budgets,
             verifiers,
+            gateway_tokens,
             idp_client,
             limits_by_endpoint,
             budgets_by_endpoint,

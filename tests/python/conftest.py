@@ -333,6 +333,7 @@ def start_gateway(
     files: dict[str, str],
     env: dict[str, str] | None = None,
     secrets: dict[tuple[str, str], str] | None = None,
+    port: int | None = None,
 ) -> Gateway:
     """Writes `files` into a fresh config dir and starts the gateway on free ports.
 
@@ -340,7 +341,7 @@ def start_gateway(
     config_dir = workdir / "config"
     write_config(config_dir, files)
     audit_log = workdir / "audit.jsonl"
-    port, admin_port = free_port(), free_port()
+    port, admin_port = port or free_port(), free_port()
     argv = [
         str(bin_dir / "llmgate-dataplane"),
         "--config-dir", str(config_dir),

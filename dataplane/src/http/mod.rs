@@ -21,6 +21,11 @@ pub fn api_router(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(pipeline::embeddings))
         .route("/v1/models", get(pipeline::list_models))
         .route("/v1/models/{*id}", get(pipeline::get_model))
+        .route("/auth/login/{namespace}/{name}", get(crate::login::login))
+        .route(
+            "/auth/callback/{namespace}/{name}",
+            get(crate::login::callback),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gw)

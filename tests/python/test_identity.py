@@ -1,0 +1,193 @@
+"""Logging in through a real OpenID Provider (panva's oidc-provider) and calling models with the
+resulting gateway token from the OpenAI Python SDK; services with client-credentials tokens.
+
+The authorization-code flow runs without a browser: a cookie-keeping urllib opener follows the
+redirects gateway → provider → (non-interactive login) → gateway callback."""
+
+from __future__ import annotations
+
+import base64
+import http.cookiejar
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import REPO_ROOT, free_port, start_service, wait_until
+
+OIDC_DIR = REPO_ROOT / "tests" / "oidc"
+USERS = {"alice": ["ml-eng"], "pat": ["product"]}
+TOKEN_KEY = "k1-0123456789abcdef0123456789abcdef-signing"
+
+
+@pytest.fixture
+def idp(tmp_path: Path):
+    if not (OIDC_DIR / "node_modules" / "oidc-provider").exists() or not shutil.which("node"):
+        pytest.fail("the test OpenID Provider is not installed: run `npm ci --prefix tests/oidc`")
+
+    def start(redirect_uri: str) -> str:
+        out = tmp_path / "idp-ready"
+        svc = start_service(
+            "idp",
+            ["sh", "-c", f"exec node {OIDC_DIR / 'idp.mjs'} > {out}"],
+            tmp_path,
+            env={
+                "KEYS_DIR": str(tmp_path),
+                "KIDS": "k1",
+                "USERS_JSON": json.dumps(USERS),
+                "REDIRECT_URI": redirect_uri,
+                "PORT": "0",
+            },
+        )
+        wait_until(svc, lambda: out.exists() and "READY" in out.read_text(), 30, "the OpenID Provider")
+        return out.read_text().split()[1]
+
+    return start
+
+
+def config(issuer: str, port: int) -> dict[str, str]:
+    return {
+        "identity.yaml": f"""
+            apiVersion: llmgate.dev/v1alpha1
+            kind: IdentityProvider
+            metadata: {{name: corp}}
+            spec:
+              oidc:
+                issuer: "{issuer}"
+                audiences: [urn:llmgate]
+                login:
+                  clientId: gw-web
+                  clientSecret: {{secretRef: {{name: gw-web, key: client-secret}}}}
+                  redirectUrl: "http://127.0.0.1:{port}/auth/callback/default/corp"
+              teams:
+                fromGroups:
+                  - {{group: ml-eng, team: llm-engineering}}
+                  - {{group: product, team: product}}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: GatewayTokens
+            metadata: {{name: tokens}}
+            spec:
+              signingKeys: [{{id: k1, secretRef: {{name: gateway-tokens, key: k1}}}}]
+              ttl: 1h
+        """,
+        "models.yaml": """
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {name: gpt-4}
+            spec: {model: gpt-4, provider: mock, mock: {content: "gpt-4 answer"}}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {name: llama-3}
+            spec: {model: llama-3, provider: mock}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {name: embed}
+            spec: {model: embed, provider: mock}
+        """,
+        "access.yaml": """
+            apiVersion: llmgate.dev/v1alpha1
+            kind: AccessPolicy
+            metadata: {name: models}
+            spec:
+              rules:
+                - name: ml-eng-chat
+                  subjects: [{group: ml-eng}]
+                  models: [gpt-4, llama-3]
+                - name: product-llama
+                  subjects: [{group: product}]
+                  models: [llama-3]
+                - name: services-embed
+                  subjects: [{serviceAccount: svc-embed}]
+                  models: [embed]
+        """,
+    }
+
+
+def login(gateway_url: str, user: str) -> dict:
+    """The browser's part, scripted: follow redirects with a cookie jar, end at the callback."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    url = f"{gateway_url}/auth/login/default/corp?login_hint={user}"
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with opener.open(req, timeout=30) as resp:
+        assert resp.geturl().startswith(f"{gateway_url}/auth/callback/default/corp?"), resp.geturl()
+        return json.loads(resp.read())
+
+
+def client_credentials(issuer: str, client: str) -> str:
+    body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "llmgate"}).encode()
+    basic = base64.b64encode(f"{client}:{client}-secret".encode()).decode()
+    req = urllib.request.Request(f"{issuer}/token", data=body, headers={"Authorization": f"Basic {basic}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["access_token"]
+
+
+def test_login_gives_a_token_the_sdk_uses_and_policy_decides(make_gateway, idp):
+    port = free_port()
+    issuer = idp(f"http://127.0.0.1:{port}/auth/callback/default/corp")
+    gw = make_gateway(
+        config(issuer, port),
+        port=port,
+        env={"GW_WEB_CLIENT_SECRET": "gw-web-secret", "GATEWAY_TOKENS_K1": TOKEN_KEY},
+    )
+
+    alice = login(gw.base_url.removesuffix("/v1"), "alice")
+    assert alice["user"] == "alice" and alice["team"] == "llm-engineering"
+    assert alice["groups"] == ["ml-eng"]
+    sdk = gw.client(alice["access_token"])
+    answer = sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == "gpt-4 answer"
+    assert sorted(m.id for m in sdk.models.list()) == ["gpt-4", "llama-3"]
+
+    pat = gw.client(login(gw.base_url.removesuffix("/v1"), "pat")["access_token"])
+    pat.chat.completions.create(model="llama-3", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        pat.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert "user pat" in e.value.message and "alice" not in e.value.message
+
+    # A service with a client-credentials token from the provider: embeddings only.
+    svc = gw.client(client_credentials(issuer, "svc-embed"))
+    assert len(svc.embeddings.create(model="embed", input="hello").data) == 1
+    with pytest.raises(openai.PermissionDeniedError):
+        svc.chat.completions.create(model="llama-3", messages=[{"role": "user", "content": "hi"}])
+
+    # A tampered token is a 401 the SDK reports as such.
+    bad = alice["access_token"][:-8] + ("A" * 8 if not alice["access_token"].endswith("A" * 8) else "B" * 8)
+    with pytest.raises(openai.AuthenticationError) as e:
+        gw.client(bad).models.list()
+    assert e.value.code == "invalid_token"
+
+    records = [json.loads(line) for line in gw.audit_lines()]
+    by = {(r.get("user") or r.get("service_account"), r.get("model_requested"), r["status"]): r for r in records}
+    rec = by[("alice", "gpt-4", 200)]
+    assert rec["auth_method"] == "gateway_token"
+    assert rec["identity_provider"] == "default/corp"
+    assert rec["policy_rule"] == "default/models#ml-eng-chat"
+    assert rec["team"] == "llm-engineering"
+    svc_rec = by[("svc-embed", "embed", 200)]
+    assert svc_rec["auth_method"] == "oidc" and svc_rec["policy_rule"] == "default/models#services-embed"
+
+
+def test_a_login_not_started_here_is_refused(make_gateway, idp):
+    port = free_port()
+    issuer = idp(f"http://127.0.0.1:{port}/auth/callback/default/corp")
+    gw = make_gateway(
+        config(issuer, port),
+        port=port,
+        env={"GW_WEB_CLIENT_SECRET": "gw-web-secret", "GATEWAY_TOKENS_K1": TOKEN_KEY},
+    )
+    base = gw.base_url.removesuffix("/v1")
+    # A callback with a code but no login cookie (a forged or replayed redirect).
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{base}/auth/callback/default/corp?code=abc&state=xyz", timeout=10)
+    assert e.value.code == 400
