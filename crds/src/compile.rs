@@ -106,7 +106,7 @@ impl Resources {
             }
         }
         for i in &self.identity_providers {
-            if let Some(l) = &i.spec.oidc.login {
+            if let Some(l) = i.spec.oidc.as_ref().and_then(|o| o.login.as_ref()) {
                 refs.insert(key_ref(
                     namespace_of(&i.metadata),
                     &l.client_secret.secret_ref,
@@ -292,16 +292,18 @@ pub fn compile(resources: &Resources) -> Compiled {
         let src = source("IdentityProvider", &idp.metadata);
         let mut errs = Errs::new(&src);
         let compiled = compile_identity_provider(idp, &src, &resources.secrets, &mut errs);
+        let issuer = |p: &snap::IdentityProvider| p.oidc.as_ref().map(|o| o.issuer.clone());
         if let Some(first) = identity_providers
             .iter()
-            .find(|p| p.oidc.issuer == compiled.oidc.issuer)
+            .find(|p| issuer(p).is_some() && issuer(p) == issuer(&compiled))
         {
             errs.push(
                 "spec.oidc.issuer",
                 Reason::Conflict,
                 format!(
                     "issuer {:?} is already declared by {}",
-                    compiled.oidc.issuer, first.source
+                    issuer(&compiled).unwrap_or_default(),
+                    first.source
                 ),
             );
         }
@@ -968,7 +970,75 @@ fn compile_identity_provider(
     errs: &mut Errs<'_>,
 ) -> snap::IdentityProvider {
     let spec = &idp.spec;
-    let o = &spec.oidc;
+    if spec.oidc.is_some() == spec.saml.is_some() {
+        errs.push("spec", Reason::Invalid, "set exactly one of oidc, saml");
+    }
+    let oidc = spec
+        .oidc
+        .as_ref()
+        .map(|o| compile_oidc(o, src, secrets, errs));
+    let saml = spec.saml.as_ref().and_then(|s| compile_saml(s, errs));
+    let claims = spec.claims.clone().unwrap_or_default();
+    let teams = spec.teams.clone().unwrap_or_default();
+    let default_user = if saml.is_some() { "NameID" } else { "sub" };
+    snap::IdentityProvider {
+        source: src.clone(),
+        oidc,
+        saml,
+        mapping: snap::ClaimMapping {
+            user: claims.user.unwrap_or_else(|| default_user.to_owned()),
+            groups: claims.groups.unwrap_or_else(|| "groups".to_owned()),
+            client_id: claims.client_id.unwrap_or_else(|| "client_id".to_owned()),
+            team: snap::TeamRule {
+                claim: teams.claim,
+                from_groups: teams
+                    .from_groups
+                    .into_iter()
+                    .map(|g| (g.group, g.team))
+                    .collect(),
+                service_accounts: teams
+                    .service_accounts
+                    .into_iter()
+                    .map(|s| (s.service_account, s.team))
+                    .collect(),
+            },
+        },
+    }
+}
+
+fn compile_saml(s: &crate::resources::SamlSpec, errs: &mut Errs<'_>) -> Option<snap::Saml> {
+    if let Err(m) = parse_base_url(&s.acs_url) {
+        errs.push("spec.saml.acsUrl", Reason::Invalid, m);
+    }
+    let mut clock_skew_secs = 60;
+    if let Some(d) = &s.clock_skew {
+        match parse_millis(d) {
+            Ok(ms) => clock_skew_secs = ms / 1000,
+            Err(m) => errs.push("spec.saml.clockSkew", Reason::Invalid, m),
+        }
+    }
+    match crate::saml_metadata::parse(&s.idp_metadata) {
+        Ok(md) => Some(snap::Saml {
+            idp_entity_id: md.entity_id,
+            sso_url: md.sso_redirect_url,
+            signing_certs: md.signing_certs,
+            entity_id: s.entity_id.clone(),
+            acs_url: s.acs_url.clone(),
+            clock_skew_secs,
+        }),
+        Err(m) => {
+            errs.push("spec.saml.idpMetadata", Reason::Invalid, m);
+            None
+        }
+    }
+}
+
+fn compile_oidc(
+    o: &crate::resources::OidcSpec,
+    src: &ResourceRef,
+    secrets: &BTreeMap<SecretKeyRef, Secret>,
+    errs: &mut Errs<'_>,
+) -> snap::Oidc {
     if let Err(m) = parse_base_url(&o.issuer) {
         errs.push("spec.oidc.issuer", Reason::Invalid, m);
     }
@@ -1028,36 +1098,13 @@ fn compile_identity_provider(
             redirect_url: l.redirect_url.clone(),
         })
     });
-    let claims = spec.claims.clone().unwrap_or_default();
-    let teams = spec.teams.clone().unwrap_or_default();
-    snap::IdentityProvider {
-        source: src.clone(),
-        oidc: snap::Oidc {
-            issuer: o.issuer.trim_end_matches('/').to_owned(),
-            audiences: o.audiences.clone(),
-            algorithms,
-            clock_skew_secs,
-            jwks_uri: o.jwks_uri.clone(),
-            login,
-        },
-        mapping: snap::ClaimMapping {
-            user: claims.user.unwrap_or_else(|| "sub".to_owned()),
-            groups: claims.groups.unwrap_or_else(|| "groups".to_owned()),
-            client_id: claims.client_id.unwrap_or_else(|| "client_id".to_owned()),
-            team: snap::TeamRule {
-                claim: teams.claim,
-                from_groups: teams
-                    .from_groups
-                    .into_iter()
-                    .map(|g| (g.group, g.team))
-                    .collect(),
-                service_accounts: teams
-                    .service_accounts
-                    .into_iter()
-                    .map(|s| (s.service_account, s.team))
-                    .collect(),
-            },
-        },
+    snap::Oidc {
+        issuer: o.issuer.trim_end_matches('/').to_owned(),
+        audiences: o.audiences.clone(),
+        algorithms,
+        clock_skew_secs,
+        jwks_uri: o.jwks_uri.clone(),
+        login,
     }
 }
 

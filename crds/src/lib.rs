@@ -16,6 +16,7 @@ pub mod duration;
 pub mod files;
 pub mod parse;
 pub mod resources;
+pub mod saml_metadata;
 pub mod status;
 
 pub use compile::{

@@ -504,20 +504,48 @@ pub struct SubjectSpec {
     status = "ResourceStatus",
     shortname = "idp",
     category = "llmgate",
-    printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.oidc.issuer"}"#,
+    printcolumn = r#"{"name":"OIDC","type":"string","jsonPath":".spec.oidc.issuer"}"#,
+    printcolumn = r#"{"name":"SAML","type":"string","jsonPath":".spec.saml.entityId"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.oidc) != has(self.saml)").message("set exactly one of oidc, saml"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentityProviderSpec {
     /// An OpenID Connect issuer: callers send its access or ID tokens as bearer tokens.
-    pub oidc: OidcSpec,
-    /// Which claims name the user and their groups (defaults: `sub`, `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcSpec>,
+    /// A SAML 2.0 IdP: people log in through the browser and get a gateway token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml: Option<SamlSpec>,
+    /// Which claims (OIDC) or attributes (SAML) name the user and their groups (defaults: `sub`
+    /// or the SAML NameID, and `groups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<ClaimsSpec>,
     /// How a caller's team is decided; budgets and rate limits count against exactly it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teams: Option<TeamsSpec>,
+}
+
+/// llmgate as a SAML service provider of one IdP.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SamlSpec {
+    /// The IdP's metadata XML (its entity ID, single sign-on URL and signing certificate).
+    /// Metadata without a signing certificate is refused.
+    #[schemars(length(min = 1, max = 262144))]
+    pub idp_metadata: String,
+    /// llmgate's SP entity ID, as registered at the IdP (the assertions' audience).
+    #[schemars(length(min = 1, max = 1024))]
+    pub entity_id: String,
+    /// The public URL of llmgate's assertion consumer service:
+    /// `…/auth/saml/acs/<namespace>/<name>`.
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s?#]+$"))]
+    pub acs_url: String,
+    /// Leeway for the assertions' time window (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub clock_skew: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -22,7 +22,7 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use llmgate_snapshot::{IdentityProvider, Principal};
+use llmgate_snapshot::{IdentityProvider, Oidc, Principal};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -214,6 +214,7 @@ async fn get(client: &UpstreamClient, url: &str) -> Result<Bytes, String> {
 /// One identity provider, ready to verify.
 pub struct Verifier {
     pub spec: IdentityProvider,
+    pub oidc: Oidc,
     pub id: Arc<str>,
     pub keys: Arc<KeySet>,
     algorithms: Vec<Algorithm>,
@@ -221,18 +222,12 @@ pub struct Verifier {
 
 impl Verifier {
     /// `previous` key sets are reused when the issuer and JWKS location did not change.
-    pub fn build(spec: &IdentityProvider, previous: Option<&Arc<KeySet>>) -> Verifier {
+    pub fn build(spec: &IdentityProvider, oidc: &Oidc, previous: Option<&Arc<KeySet>>) -> Verifier {
         let keys = previous
-            .filter(|k| k.jwks_uri == spec.oidc.jwks_uri)
+            .filter(|k| k.jwks_uri == oidc.jwks_uri)
             .cloned()
-            .unwrap_or_else(|| {
-                Arc::new(KeySet::new(
-                    &spec.oidc.issuer,
-                    spec.oidc.jwks_uri.as_deref(),
-                ))
-            });
-        let algorithms = spec
-            .oidc
+            .unwrap_or_else(|| Arc::new(KeySet::new(&oidc.issuer, oidc.jwks_uri.as_deref())));
+        let algorithms = oidc
             .algorithms
             .iter()
             .filter_map(|a| a.parse::<Algorithm>().ok())
@@ -241,6 +236,7 @@ impl Verifier {
         Verifier {
             id: Arc::from(format!("{}/{}", spec.source.namespace, spec.source.name)),
             spec: spec.clone(),
+            oidc: oidc.clone(),
             keys,
             algorithms,
         }
@@ -254,7 +250,7 @@ impl Verifier {
         client: &UpstreamClient,
     ) -> Result<TokenIdentity, TokenError> {
         let claims = self
-            .verify_claims(token, alg, kid, &self.spec.oidc.audiences, client)
+            .verify_claims(token, alg, kid, &self.oidc.audiences, client)
             .await?;
         Ok(self.identity(&claims))
     }
@@ -305,9 +301,9 @@ impl Verifier {
         };
         let mut v = Validation::new(alg);
         v.algorithms = vec![alg];
-        v.leeway = self.spec.oidc.clock_skew_secs;
+        v.leeway = self.oidc.clock_skew_secs;
         v.validate_nbf = true;
-        v.set_issuer(&[&self.spec.oidc.issuer]);
+        v.set_issuer(&[&self.oidc.issuer]);
         v.set_audience(audiences);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
@@ -401,11 +397,12 @@ impl Verifiers {
     pub fn build(specs: &[IdentityProvider], previous: Option<&Verifiers>) -> Verifiers {
         let by_issuer = specs
             .iter()
-            .map(|s| {
+            .filter_map(|s| {
+                let oidc = s.oidc.as_ref()?;
                 let old = previous
-                    .and_then(|p| p.by_issuer.get(&s.oidc.issuer))
+                    .and_then(|p| p.by_issuer.get(&oidc.issuer))
                     .map(|v| &v.keys);
-                (s.oidc.issuer.clone(), Verifier::build(s, old))
+                Some((oidc.issuer.clone(), Verifier::build(s, oidc, old)))
             })
             .collect();
         Verifiers { by_issuer }

@@ -34,6 +34,8 @@ pub struct Runtime {
     pub verifiers: crate::oidc::Verifiers,
     /// Signs and verifies gateway tokens, when configured.
     pub gateway_tokens: Option<crate::login::token::Issuer>,
+    /// SAML identity providers.
+    pub saml: Vec<crate::login::saml::ServiceProvider>,
     /// For fetching identity providers' keys.
     pub idp_client: UpstreamClient,
     /// Per endpoint: the limits whose models cover it.
@@ -264,6 +266,15 @@ impl Runtime {
             previous.map(|p| &p.verifiers),
         );
         let idp_client = clients.get(2_000);
+        let saml = snapshot
+            .identity_providers
+            .iter()
+            .filter_map(|p| {
+                p.saml
+                    .as_ref()
+                    .map(|s| crate::login::saml::ServiceProvider::build(p, s))
+            })
+            .collect();
         let gateway_tokens = snapshot
             .gateway_tokens
             .as_ref()
@@ -336,6 +347,7 @@ impl Runtime {
             budgets,
             verifiers,
             gateway_tokens,
+            saml,
             idp_client,
             limits_by_endpoint,
             budgets_by_endpoint,

@@ -450,8 +450,24 @@ impl Period {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdentityProvider {
     pub source: ResourceRef,
-    pub oidc: Oidc,
+    /// Exactly one of `oidc`, `saml`.
+    pub oidc: Option<Oidc>,
+    pub saml: Option<Saml>,
     pub mapping: ClaimMapping,
+}
+
+/// llmgate as the SAML service provider of one IdP, with what compile read from its metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Saml {
+    pub idp_entity_id: String,
+    /// The IdP's single sign-on URL for the HTTP-Redirect binding.
+    pub sso_url: String,
+    /// The IdP's signing certificates, base64 DER.
+    pub signing_certs: Vec<String>,
+    /// llmgate's SP entity ID.
+    pub entity_id: String,
+    pub acs_url: String,
+    pub clock_skew_secs: u64,
 }
 
 /// An OpenID Connect issuer: bearer JWTs signed by its keys.

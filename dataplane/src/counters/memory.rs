@@ -73,6 +73,22 @@ impl MemoryStore {
         self.settle_at(items, now_us())
     }
 
+    /// Sets `key` for `ttl_secs` unless it is set: whether it was new.
+    pub fn set_nx(&self, key: &str, ttl_secs: u64) -> bool {
+        let now = now_us();
+        let mut cells = self.cells.lock_();
+        match cells.map.get(key) {
+            Some(Cell::Tat(until)) if *until > now as f64 => false,
+            _ => {
+                cells.map.insert(
+                    key.to_owned(),
+                    Cell::Tat(now as f64 + ttl_secs as f64 * 1e6),
+                );
+                true
+            }
+        }
+    }
+
     /// Forgets everything (the local allowance after the shared store returns).
     pub fn clear(&self) {
         self.cells.lock_().map.clear();

@@ -624,6 +624,23 @@ impl Counters {
         Ok(sent)
     }
 
+    /// Marks `key` as used for `ttl_secs`; false when it already was (replay checks). In Redis
+    /// when counters live there, so every replica sees it; when Redis cannot answer, in this
+    /// process.
+    pub async fn claim_once(&self, key: &str, ttl_secs: u64) -> bool {
+        let full = format!("{KEY_PREFIX}once:{key}");
+        if let Store::Redis(r) = &self.store
+            && !self.is_degraded()
+            && let Ok(fresh) = r.set_nx(&full, ttl_secs).await
+        {
+            return fresh;
+        }
+        match &self.store {
+            Store::Memory(m) => m.set_nx(&full, ttl_secs),
+            Store::Redis(_) => self.local.set_nx(&full, ttl_secs),
+        }
+    }
+
     /// Items waiting to be replayed into Redis (for `/readyz`).
     pub fn journaled(&self) -> usize {
         self.journal.lock_().len()

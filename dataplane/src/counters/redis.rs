@@ -140,6 +140,20 @@ impl RedisStore {
         self.query(&cmd).await.map(|_| ())
     }
 
+    /// `SET key 1 NX EX ttl`: whether the key was new.
+    pub async fn set_nx(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg("1")
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1));
+        Ok(matches!(
+            self.query(&cmd).await?,
+            Value::Okay | Value::SimpleString(_)
+        ))
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let r = self.query(&redis::cmd("PING")).await;
         if r.is_err() && self.is_cluster() {

@@ -26,6 +26,14 @@ pub fn api_router(gw: Arc<Gateway>) -> Router {
             "/auth/callback/{namespace}/{name}",
             get(crate::login::callback),
         )
+        .route(
+            "/auth/saml/acs/{namespace}/{name}",
+            post(crate::login::saml_acs),
+        )
+        .route(
+            "/auth/saml/metadata/{namespace}/{name}",
+            get(crate::login::saml_metadata),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gw)

@@ -8,6 +8,7 @@
 //! ID token (issuer, audience = the gateway's client, nonce, signature) and answers with a
 //! gateway token ([`token`]) for the caller its claims describe.
 
+pub mod saml;
 pub mod token;
 
 use std::sync::Arc;
@@ -34,12 +35,17 @@ const LOGIN_TTL_SECS: i64 = 600;
 
 /// `n` random bytes, base64url.
 pub fn random_token(n: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(n))
+}
+
+/// `n` bytes from the OS CSPRNG.
+pub fn random_bytes(n: usize) -> Vec<u8> {
     use ring::rand::SecureRandom;
     let mut buf = vec![0u8; n];
     // The system RNG does not fail on supported platforms; a failure leaves zeros, which the
-    // state check would still reject as a mismatch across logins.
+    // state and request-ID checks still tie to this login's HMAC.
     let _ = ring::rand::SystemRandom::new().fill(&mut buf);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    buf
 }
 
 /// What the login cookie carries between the two requests.
@@ -73,10 +79,28 @@ pub async fn login(
 ) -> Response {
     let rt = gw.runtime();
     let id = format!("{ns}/{name}");
+    if let Some(sp) = rt.saml.iter().find(|s| s.id == id) {
+        let Some(issuer) = &rt.gateway_tokens else {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "browser login needs a GatewayTokens resource to sign the tokens it ends in",
+            );
+        };
+        let Some(key) = issuer.secrets().first().map(|k| k.to_vec()) else {
+            return failure(StatusCode::INTERNAL_SERVER_ERROR, "no gateway token key");
+        };
+        let mut r = StatusCode::FOUND.into_response();
+        if let Ok(loc) = HeaderValue::from_str(&sp.login_url(&saml::request_id(&key))) {
+            r.headers_mut().insert(header::LOCATION, loc);
+        }
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    }
     let Some(v) = rt.verifiers.by_id(&id) else {
         return failure(StatusCode::NOT_FOUND, format!("no IdentityProvider {id}"));
     };
-    let Some(login) = &v.spec.oidc.login else {
+    let Some(login) = &v.oidc.login else {
         return failure(
             StatusCode::NOT_FOUND,
             format!("IdentityProvider {id} has no browser login configured"),
@@ -177,7 +201,7 @@ pub async fn callback(
     let (Some(v), Some(issuer)) = (rt.verifiers.by_id(&id), rt.gateway_tokens.as_ref()) else {
         return failure(StatusCode::NOT_FOUND, format!("no login through {id}"));
     };
-    let Some(login) = &v.spec.oidc.login else {
+    let Some(login) = &v.oidc.login else {
         return failure(StatusCode::NOT_FOUND, format!("no login through {id}"));
     };
     let pending = cookie(&headers).and_then(|c| issuer.open_login(c));
@@ -265,6 +289,16 @@ pub async fn callback(
         Err(e) => return GatewayError::InvalidToken(e).into_response(),
     };
     tracing::info!(idp = %id, user = %who.principal.name(), "login: gateway token issued");
+    token_page(&headers, &who, &token, exp)
+}
+
+/// The end of every login: the gateway token, as a page or as JSON.
+fn token_page(
+    headers: &HeaderMap,
+    who: &crate::oidc::TokenIdentity,
+    token: &str,
+    exp: i64,
+) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -299,6 +333,80 @@ pub async fn callback(
     h.insert(
         header::SET_COOKIE,
         HeaderValue::from_static("llmgate_login=; Path=/auth; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct AcsForm {
+    #[serde(rename = "SAMLResponse")]
+    saml_response: String,
+}
+
+/// `POST /auth/saml/acs/{namespace}/{name}`: the IdP's HTTP-POST binding.
+pub async fn saml_acs(
+    State(gw): State<Arc<Gateway>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let rt = gw.runtime();
+    let id = format!("{ns}/{name}");
+    let (Some(sp), Some(issuer)) = (
+        rt.saml.iter().find(|s| s.id == id),
+        rt.gateway_tokens.as_ref(),
+    ) else {
+        return failure(StatusCode::NOT_FOUND, format!("no SAML login through {id}"));
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<AcsForm>(&body) else {
+        return failure(StatusCode::BAD_REQUEST, "expected a form with SAMLResponse");
+    };
+    let keys = issuer.secrets();
+    let (who, assertion_id, until) =
+        match sp.consume(&form.saml_response, &|rid| saml::issued_by(rid, &keys)) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(idp = %id, error = %e, "SAML assertion refused");
+                return failure(StatusCode::UNAUTHORIZED, format!("SAML login refused: {e}"));
+            }
+        };
+    let ttl = (until - jiff::Timestamp::now().as_second()).max(1) as u64;
+    if !gw
+        .counters
+        .claim_once(&format!("saml:{id}:{assertion_id}"), ttl)
+        .await
+    {
+        tracing::warn!(idp = %id, assertion = %assertion_id, "SAML assertion replayed");
+        return failure(
+            StatusCode::UNAUTHORIZED,
+            format!("SAML login refused: {}", saml::SamlError::Replayed),
+        );
+    }
+    let (token, exp) = match issuer.mint(&who) {
+        Ok(t) => t,
+        Err(e) => return GatewayError::InvalidToken(e).into_response(),
+    };
+    tracing::info!(idp = %id, user = %who.principal.name(), "SAML login: gateway token issued");
+    token_page(&headers, &who, &token, exp)
+}
+
+/// `GET /auth/saml/metadata/{namespace}/{name}`: this SP, for the IdP's administrators.
+pub async fn saml_metadata(
+    State(gw): State<Arc<Gateway>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let rt = gw.runtime();
+    let id = format!("{ns}/{name}");
+    let Some(sp) = rt.saml.iter().find(|s| s.id == id) else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!("no SAML IdentityProvider {id}"),
+        );
+    };
+    let mut r = sp.metadata().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/samlmetadata+xml"),
     );
     r
 }

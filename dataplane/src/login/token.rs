@@ -35,6 +35,8 @@ struct Claims {
 pub struct Issuer {
     /// `(kid, encoding, decoding)`.
     keys: Vec<(String, EncodingKey, DecodingKey)>,
+    /// The raw keys, same order: also the HMAC keys of SAML request IDs.
+    secrets: Vec<Vec<u8>>,
     ttl_secs: u64,
     revoked: Vec<Revocation>,
 }
@@ -54,9 +56,19 @@ impl Issuer {
                     )
                 })
                 .collect(),
+            secrets: spec
+                .keys
+                .iter()
+                .map(|(_, s)| s.expose().as_bytes().to_vec())
+                .collect(),
             ttl_secs: spec.ttl_secs,
             revoked: spec.revoked.clone(),
         }
+    }
+
+    /// The raw keys, the signing one first.
+    pub fn secrets(&self) -> Vec<&[u8]> {
+        self.secrets.iter().map(Vec::as_slice).collect()
     }
 
     /// The current signing key, for the login cookie.
