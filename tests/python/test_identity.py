@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO_ROOT, free_port, start_service, wait_until
 
 OIDC_DIR = REPO_ROOT / "tests" / "oidc"
-USERS = {"alice": ["ml-eng"], "pat": ["product"]}
+USERS = {"alice": ["ml-eng"], "pat": ["product"], "carol": ["ml-eng"]}
 TOKEN_KEY = "k1-0123456789abcdef0123456789abcdef-signing"
 
 
@@ -109,6 +109,10 @@ def config(issuer: str, port: int) -> dict[str, str]:
                 - name: services-embed
                   subjects: [{serviceAccount: svc-embed}]
                   models: [embed]
+                - name: no-gpt-4-for-carol
+                  effect: Deny
+                  subjects: [{user: carol}]
+                  models: [gpt-4]
         """,
     }
 
@@ -155,6 +159,13 @@ def test_login_gives_a_token_the_sdk_uses_and_policy_decides(make_gateway, idp):
         pat.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
     assert "user pat" in e.value.message and "alice" not in e.value.message
 
+    # A deny rule beats carol's group allow.
+    carol = gw.client(login(gw.base_url.removesuffix("/v1"), "carol")["access_token"])
+    carol.chat.completions.create(model="llama-3", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        carol.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert "user carol" in e.value.message
+
     # A service with a client-credentials token from the provider: embeddings only.
     svc = gw.client(client_credentials(issuer, "svc-embed"))
     assert len(svc.embeddings.create(model="embed", input="hello").data) == 1
@@ -167,6 +178,26 @@ def test_login_gives_a_token_the_sdk_uses_and_policy_decides(make_gateway, idp):
         gw.client(bad).models.list()
     assert e.value.code == "invalid_token"
 
+    # Revoking alice's tokens (a reviewed config change) refuses the one she has.
+    revoke_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    files = config(issuer, port)
+    files["identity.yaml"] = files["identity.yaml"].replace(
+        "              ttl: 1h",
+        f'              ttl: 1h\n              revoked: [{{user: alice, issuedBefore: "{revoke_before}"}}]',
+    )
+    from conftest import write_config
+
+    write_config(gw.config_dir, files)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sdk.models.list()
+        except openai.AuthenticationError as e:
+            assert "revoked" in e.message
+            break
+        assert time.monotonic() < deadline, "revocation not applied within 15 s"
+        time.sleep(0.2)
+
     records = [json.loads(line) for line in gw.audit_lines()]
     by = {(r.get("user") or r.get("service_account"), r.get("model_requested"), r["status"]): r for r in records}
     rec = by[("alice", "gpt-4", 200)]
@@ -176,6 +207,8 @@ def test_login_gives_a_token_the_sdk_uses_and_policy_decides(make_gateway, idp):
     assert rec["team"] == "llm-engineering"
     svc_rec = by[("svc-embed", "embed", 200)]
     assert svc_rec["auth_method"] == "oidc" and svc_rec["policy_rule"] == "default/models#services-embed"
+    denied = by[("carol", "gpt-4", 403)]
+    assert denied["policy_rule"] == "default/models#no-gpt-4-for-carol" and denied["groups"] == ["ml-eng"]
 
 
 def test_a_login_not_started_here_is_refused(make_gateway, idp):
