@@ -229,10 +229,7 @@ impl ServiceProvider {
             if doc.get_attribute(data, "Recipient") != Some(self.saml.acs_url.as_str()) {
                 return Err(SamlError::Recipient);
             }
-            if !doc
-                .get_attribute(data, "InResponseTo")
-                .is_some_and(issued)
-            {
+            if !doc.get_attribute(data, "InResponseTo").is_some_and(issued) {
                 return Err(SamlError::InResponseTo);
             }
             let until = time(doc.get_attribute(data, "NotOnOrAfter")).ok_or(SamlError::Expired)?;
