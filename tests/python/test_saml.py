@@ -7,14 +7,17 @@ never issued."""
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import http.cookiejar
 import json
 import re
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from pathlib import Path
 
 import openai
 import pytest
@@ -218,3 +221,45 @@ def test_saml_login_gives_a_token_and_bad_responses_are_refused(saml_gateway):
     rec = next(r for r in records if r.get("user") == "alice@example.test" and r.get("status") == 200)
     assert rec["auth_method"] == "gateway_token" and rec["identity_provider"] == "default/corp-saml"
     assert rec["policy_rule"] == "default/models#ml-eng-chat"
+
+
+SAML_DIR = Path(__file__).resolve().parents[1] / "saml"
+
+
+def mint(**fields) -> str:
+    """A Response signed with the test IdP's own key: what it would send for these fields."""
+    if not (SAML_DIR / "node_modules" / "xml-crypto").exists():
+        pytest.fail("the SAML minting helper is not installed: run `npm ci --prefix tests/saml`")
+    out = subprocess.run(
+        ["node", str(SAML_DIR / "mint.mjs"), json.dumps(fields)], check=True, capture_output=True
+    )
+    return out.stdout.decode()
+
+
+def test_assertions_outside_their_time_window_are_refused(saml_gateway, tmp_path):
+    gw, idp_port, acs = saml_gateway
+    ssp = tmp_path / "ssp" / "cert"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    issuer = f"http://127.0.0.1:{idp_port}/saml2/idp/metadata.php"
+
+    def fields(req_id: str, not_before, not_after, user: str) -> dict:
+        return {
+            "key": str(ssp / "idp.key"), "cert": str(ssp / "idp.crt"), "issuer": issuer,
+            "audience": SP_ENTITY, "recipient": acs, "inResponseTo": req_id, "nameId": user,
+            "groups": ["product"], "notBefore": iso(not_before), "notOnOrAfter": iso(not_after),
+        }
+
+    # The minted response is accepted when in its window: the minting is sound...
+    fresh = mint(**fields(request_id(gateway_login_redirect(gw)), now - datetime.timedelta(minutes=1),
+                          now + datetime.timedelta(minutes=5), "dana@example.test"))
+    status, body = post_acs(acs, fresh)
+    assert status == 200 and body["user"] == "dana@example.test", body
+    # ...so these fail for their times alone: expired beyond the skew, and not valid yet.
+    for not_before, not_after in [
+        (now - datetime.timedelta(minutes=10), now - datetime.timedelta(minutes=5)),
+        (now + datetime.timedelta(minutes=5), now + datetime.timedelta(minutes=10)),
+    ]:
+        late = mint(**fields(request_id(gateway_login_redirect(gw)), not_before, not_after, "erin@example.test"))
+        status, err = post_acs(acs, late)
+        assert status == 401 and "expired or not valid yet" in err["error"]["message"], err
