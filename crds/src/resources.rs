@@ -601,6 +601,7 @@ pub struct OidcLoginSpec {
     group = "llmgate.dev",
     version = "v1alpha1",
     kind = "GatewayTokens",
+    plural = "gatewaytokens",
     namespaced,
     status = "ResourceStatus",
     shortname = "gwt",
