@@ -215,10 +215,13 @@ async fn client_disconnect_mid_stream_cancels_the_upstream() {
 async fn fails_over_from_a_dead_replica_and_ejects_it() {
     let up = fake().await;
     let dead = format!("http://{}/v1", free_port());
+    // The live replica answers in 5 ms, slower than the 1 ms an untried replica is assumed to
+    // take, so the router is sure to try the dead one (not only when the first request happens
+    // to pick it).
     let cfg = access_yaml()
         + &endpoint_yaml(
             "m",
-            "any",
+            "slow-first-byte:5",
             &[dead, up.base_url()],
             "  failover: {maxAttempts: 2, ejectAfterFailures: 1, ejectFor: 30s}",
         );
