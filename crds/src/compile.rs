@@ -1006,17 +1006,23 @@ fn compile_identity_provider(
     }
 }
 
+/// Seconds of leeway for token and assertion times (default 60).
+fn clock_skew(text: Option<&str>, field: &str, errs: &mut Errs<'_>) -> u64 {
+    match text.map(parse_millis) {
+        None => 60,
+        Some(Ok(ms)) => ms / 1000,
+        Some(Err(m)) => {
+            errs.push(field, Reason::Invalid, m);
+            60
+        }
+    }
+}
+
 fn compile_saml(s: &crate::resources::SamlSpec, errs: &mut Errs<'_>) -> Option<snap::Saml> {
     if let Err(m) = parse_base_url(&s.acs_url) {
         errs.push("spec.saml.acsUrl", Reason::Invalid, m);
     }
-    let mut clock_skew_secs = 60;
-    if let Some(d) = &s.clock_skew {
-        match parse_millis(d) {
-            Ok(ms) => clock_skew_secs = ms / 1000,
-            Err(m) => errs.push("spec.saml.clockSkew", Reason::Invalid, m),
-        }
-    }
+    let clock_skew_secs = clock_skew(s.clock_skew.as_deref(), "spec.saml.clockSkew", errs);
     match crate::saml_metadata::parse(&s.idp_metadata) {
         Ok(md) => Some(snap::Saml {
             idp_entity_id: md.entity_id,
@@ -1054,13 +1060,7 @@ fn compile_oidc(
             "name at least one audience: a token for another service must not pass",
         );
     }
-    let mut clock_skew_secs = 60;
-    if let Some(d) = &o.clock_skew {
-        match parse_millis(d) {
-            Ok(ms) => clock_skew_secs = ms / 1000,
-            Err(m) => errs.push("spec.oidc.clockSkew", Reason::Invalid, m),
-        }
-    }
+    let clock_skew_secs = clock_skew(o.clock_skew.as_deref(), "spec.oidc.clockSkew", errs);
     let algorithms = if o.algorithms.is_empty() {
         vec!["RS256".to_owned(), "ES256".to_owned()]
     } else {
