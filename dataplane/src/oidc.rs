@@ -446,6 +446,42 @@ impl Verifiers {
     }
 }
 
+/// Tokens verified under one configuration, by SHA-256 of the token: a later request with the
+/// same token skips the signature check until the token expires (or at most
+/// [`VERIFIED_FOR_SECS`]). Built per snapshot, so a configuration change (a revocation, a new
+/// key list) starts afresh. Bounded: when full it is emptied.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    map: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// Who, verified how, until when (unix seconds).
+type Verified = (TokenIdentity, &'static str, i64);
+
+const VERIFIED_MAX: usize = 10_000;
+pub const VERIFIED_FOR_SECS: i64 = 300;
+
+impl VerifiedTokens {
+    pub fn get(&self, digest: &[u8; 32]) -> Option<(TokenIdentity, &'static str)> {
+        let now = jiff::Timestamp::now().as_second();
+        let map = self.map.lock().ok()?;
+        let (id, method, until) = map.get(digest)?;
+        (now < *until).then(|| (id.clone(), *method))
+    }
+
+    pub fn put(&self, digest: [u8; 32], id: &TokenIdentity, method: &'static str) {
+        let until = id
+            .expires_at
+            .min(jiff::Timestamp::now().as_second() + VERIFIED_FOR_SECS);
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+            map.insert(digest, (id.clone(), method, until));
+        }
+    }
+}
+
 /// Whether a bearer credential is shaped like a JWT (three base64url parts) rather than an API
 /// key.
 pub fn looks_like_jwt(credential: &str) -> bool {
@@ -463,6 +499,30 @@ mod tests {
         assert_eq!(claim(&c, "realm_access.roles"), Some(&json!(["a"])));
         assert_eq!(claim(&c, "x.y"), Some(&json!(1)));
         assert_eq!(claim(&c, "realm_access.missing"), None);
+    }
+
+    #[test]
+    fn verified_tokens_are_kept_until_they_expire() {
+        let cache = VerifiedTokens::default();
+        let now = jiff::Timestamp::now().as_second();
+        let id = |exp| TokenIdentity {
+            principal: Principal::User("alice".into()),
+            groups: vec![],
+            team: None,
+            provider: Arc::from("default/corp"),
+            expires_at: exp,
+        };
+        cache.put([1; 32], &id(now + 60), "oidc");
+        cache.put([2; 32], &id(now - 1), "oidc");
+        assert_eq!(
+            cache.get(&[1; 32]).map(|(i, m)| (i.expires_at, m)),
+            Some((now + 60, "oidc"))
+        );
+        assert!(
+            cache.get(&[2; 32]).is_none(),
+            "an expired token is verified again (and refused)"
+        );
+        assert!(cache.get(&[3; 32]).is_none());
     }
 
     #[test]

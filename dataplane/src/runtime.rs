@@ -36,6 +36,8 @@ pub struct Runtime {
     pub gateway_tokens: Option<crate::login::token::Issuer>,
     /// SAML identity providers.
     pub saml: Vec<crate::login::saml::ServiceProvider>,
+    /// Tokens already verified under this configuration.
+    pub verified_tokens: crate::oidc::VerifiedTokens,
     /// For fetching identity providers' keys.
     pub idp_client: UpstreamClient,
     /// Per endpoint: the limits whose models cover it.
@@ -348,6 +350,7 @@ impl Runtime {
             verifiers,
             gateway_tokens,
             saml,
+            verified_tokens: Default::default(),
             idp_client,
             limits_by_endpoint,
             budgets_by_endpoint,

@@ -35,28 +35,38 @@ pub async fn authenticate<'r>(
         .ok_or(GatewayError::Unauthenticated(
             "Malformed Authorization header: expected `Bearer <credential>`.",
         ))?;
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if looks_like_jwt(token) {
-        if let Some(issuer) = &rt.gateway_tokens
+        // A token verified before (under this configuration, still unexpired) skips the
+        // signature check: RSA verification costs more than the rest of the request path.
+        if let Some((id, method)) = rt.verified_tokens.get(&digest) {
+            let mut caller = rt.token_caller(id);
+            caller.identity.auth_method = method;
+            return Ok(Caller::Token(Box::new(caller)));
+        }
+        let (id, method) = if let Some(issuer) = &rt.gateway_tokens
             && is_gateway_token(token)
         {
             let id = issuer.verify(token).map_err(GatewayError::InvalidToken)?;
-            let mut caller = rt.token_caller(id);
-            caller.identity.auth_method = "gateway_token";
-            return Ok(Caller::Token(Box::new(caller)));
-        }
-        if rt.verifiers.is_empty() {
-            return Err(GatewayError::Unauthenticated(
-                "Identity tokens are not accepted here: no IdentityProvider is configured. Use an llmgate API key.",
-            ));
-        }
-        let id = rt
-            .verifiers
-            .verify(token, &rt.idp_client)
-            .await
-            .map_err(GatewayError::InvalidToken)?;
-        return Ok(Caller::Token(Box::new(rt.token_caller(id))));
+            (id, "gateway_token")
+        } else {
+            if rt.verifiers.is_empty() {
+                return Err(GatewayError::Unauthenticated(
+                    "Identity tokens are not accepted here: no IdentityProvider is configured. Use an llmgate API key.",
+                ));
+            }
+            let id = rt
+                .verifiers
+                .verify(token, &rt.idp_client)
+                .await
+                .map_err(GatewayError::InvalidToken)?;
+            (id, "oidc")
+        };
+        rt.verified_tokens.put(digest, &id, method);
+        let mut caller = rt.token_caller(id);
+        caller.identity.auth_method = method;
+        return Ok(Caller::Token(Box::new(caller)));
     }
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     rt.key_by_digest(&digest)
         .map(Caller::Key)
         .ok_or(GatewayError::Unauthenticated(
