@@ -532,10 +532,12 @@ async fn graceful_shutdown_lets_a_running_stream_finish() {
 async fn an_ejected_replica_is_probed_back_into_rotation() {
     let a = fake().await;
     let b_addr = free_port();
+    // a answers in 5 ms, slower than an untried replica is assumed to be: b is sure to be tried
+    // (and ejected) while it is down, and preferred again once it is back.
     let cfg = access_yaml()
         + &endpoint_yaml(
             "m",
-            "any",
+            "slow-first-byte:5",
             &[a.base_url(), format!("http://{b_addr}/v1")],
             "  failover: {maxAttempts: 2, ejectAfterFailures: 1, ejectFor: 200ms}",
         );
