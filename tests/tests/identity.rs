@@ -333,3 +333,70 @@ async fn a_rotated_key_is_fetched_once_without_a_storm() {
         loads(&gw) - before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_limits_count_against_the_team_the_token_decides() {
+    let idp = Idp::start(&["k1"], &users());
+    let mut cfg = config(&idp.issuer).replace(
+        "spec: {model: gpt-4, provider: mock}",
+        "spec: {model: gpt-4, provider: mock, pricing: {inputPerMillion: 0, outputPerMillion: 1000000}, mock: {completionTokens: 10}}",
+    );
+    // $25 a day for llm-engineering: $10 per answer, two fit.
+    cfg += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 25, period: day, models: [gpt-4]}\n";
+    // And three requests an hour per user.
+    cfg += "---\napiVersion: llmgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: limits}\nspec:\n  rateLimits:\n    - {name: per-user, per: [user], window: hour, requests: 3}\n";
+    let gw = Gateway::start(&cfg, &[]).await;
+    let alice = idp.sign("k1", &user_claims(&idp, "alice"));
+    let body = |max: u64| json!({"model": "gpt-4", "max_tokens": max, "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..2 {
+        let r = gw
+            .call_with_key("POST", "/v1/chat/completions", Some(body(10)), Some(&alice))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        assert_eq!(r.header("x-llmgate-budget"), "default/eng");
+    }
+    let spent = gw
+        .call_with_key("POST", "/v1/chat/completions", Some(body(10)), Some(&alice))
+        .await;
+    assert_eq!(spent.status, 429);
+    let msg = spent.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        msg.contains("llm-engineering"),
+        "the token's team pays: {msg}"
+    );
+    // The refused call did not count: one request of three is left for alice, none for a
+    // fourth.
+    let llama = json!({"model": "llama-3", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        gw.call_with_key(
+            "POST",
+            "/v1/chat/completions",
+            Some(llama.clone()),
+            Some(&alice)
+        )
+        .await
+        .status,
+        200
+    );
+    let limited = gw
+        .call_with_key(
+            "POST",
+            "/v1/chat/completions",
+            Some(llama.clone()),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["error"]["code"], "rate_limit_exceeded");
+    // pat is another user (and team): unaffected.
+    let pat = idp.sign("k1", &user_claims(&idp, "pat"));
+    assert_eq!(
+        gw.call_with_key("POST", "/v1/chat/completions", Some(llama), Some(&pat))
+            .await
+            .status,
+        200
+    );
+}
