@@ -45,9 +45,19 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A loopback port nothing listens on now, never the same one twice in this process: tests run
+/// in parallel, and a port handed out but not bound yet must not be handed out again.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let addr = l.local_addr().expect("local addr");
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed.contains(&addr.port()) {
+            handed.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// ApiKey + AccessPolicy granting [`TEST_KEY`] (user alice, team ml) every model.
@@ -110,15 +120,51 @@ impl Gateway {
     /// Starts the gateway on `config` (written to `<tmp>/config/main.yaml`) and waits until
     /// `/readyz` says it serves.
     pub async fn start(config: &str, extra_args: &[&str]) -> Gateway {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let config_dir = tmp.path().join("config");
-        std::fs::create_dir_all(&config_dir).expect("config dir");
-        std::fs::write(config_dir.join("main.yaml"), config).expect("write config");
-        let mut args: Vec<String> = vec!["--config-dir".into(), config_dir.display().to_string()];
-        args.extend(extra_args.iter().map(|s| s.to_string()));
-        let mut gw = Gateway::launch(tmp, config_dir, args);
-        gw.wait_ready().await;
-        gw
+        // Another process may still take a port between picking and binding it (an outgoing
+        // connection's ephemeral port): start again on fresh ports then.
+        for attempt in 0.. {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let config_dir = tmp.path().join("config");
+            std::fs::create_dir_all(&config_dir).expect("config dir");
+            std::fs::write(config_dir.join("main.yaml"), config).expect("write config");
+            let mut args: Vec<String> =
+                vec!["--config-dir".into(), config_dir.display().to_string()];
+            args.extend(extra_args.iter().map(|s| s.to_string()));
+            let mut gw = Gateway::launch(tmp, config_dir, args);
+            let exited = gw.wait_ready_or_exit().await;
+            if exited && attempt < 3 && gw.stderr().contains("Address already in use") {
+                continue;
+            }
+            if exited {
+                gw.wait_ready().await;
+            }
+            return gw;
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Waits until `/readyz` answers 200 (false) or the process exits (true).
+    async fn wait_ready_or_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some()
+            {
+                return true;
+            }
+            if let Ok((StatusCode::OK, _)) = self.admin_get("/readyz").await {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready after 30 s:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts a gateway subscribed to an operator, keeping its state in `state_dir`. Does not
