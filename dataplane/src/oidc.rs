@@ -22,7 +22,7 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use llmgate_snapshot::{IdentityProvider, Oidc, Principal};
+use llmgate_snapshot::{IdentityProvider, Oidc, Principal, TeamRule};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -342,7 +342,7 @@ impl Verifier {
             Some(Value::String(s)) => vec![Arc::from(s.as_str())],
             _ => Vec::new(),
         };
-        let team = m
+        let claimed = m
             .team
             .claim
             .as_deref()
@@ -351,24 +351,8 @@ impl Verifier {
                 Value::String(s) => Some(s.as_str()),
                 Value::Array(a) => a.first().and_then(Value::as_str),
                 _ => None,
-            })
-            .map(Arc::from)
-            .or_else(|| {
-                m.team
-                    .from_groups
-                    .iter()
-                    .find(|(g, _)| groups.iter().any(|x| **x == **g))
-                    .map(|(_, t)| Arc::from(t.as_str()))
-            })
-            .or_else(|| match &principal {
-                Principal::ServiceAccount(sa) => m
-                    .team
-                    .service_accounts
-                    .iter()
-                    .find(|(s, _)| s == sa)
-                    .map(|(_, t)| Arc::from(t.as_str())),
-                Principal::User(_) => None,
             });
+        let team = team_of(&m.team, claimed, &groups, &principal);
         TokenIdentity {
             principal,
             groups,
@@ -377,6 +361,32 @@ impl Verifier {
             expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
         }
     }
+}
+
+/// The caller's team by an IdentityProvider's rules, first that gives one: the team claim (or
+/// SAML attribute), the first group rule the caller's groups match, the service account's team.
+pub fn team_of(
+    rule: &TeamRule,
+    claimed: Option<&str>,
+    groups: &[Arc<str>],
+    principal: &Principal,
+) -> Option<Arc<str>> {
+    claimed
+        .map(Arc::from)
+        .or_else(|| {
+            rule.from_groups
+                .iter()
+                .find(|(g, _)| groups.iter().any(|x| **x == **g))
+                .map(|(_, t)| Arc::from(t.as_str()))
+        })
+        .or_else(|| match principal {
+            Principal::ServiceAccount(sa) => rule
+                .service_accounts
+                .iter()
+                .find(|(s, _)| s == sa)
+                .map(|(_, t)| Arc::from(t.as_str())),
+            Principal::User(_) => None,
+        })
 }
 
 /// A claim by dotted path (`realm_access.roles`); a claim whose own name has dots wins.

@@ -60,18 +60,17 @@ impl Gateway {
         let clients = Clients::default();
         let empty = Arc::new(Snapshot::empty());
         let runtime = Runtime::build(empty, None, &clients, &metrics);
-        let (counters, counters_rx) = if let Some(url) = &settings.redis_url {
-            let store =
-                redis::RedisStore::new(redis::Target::Single(url.clone()), settings.redis_timeout);
-            Counters::redis(store, metrics.counters.clone())
-        } else if !settings.redis_cluster_nodes.is_empty() {
-            let store = redis::RedisStore::new(
-                redis::Target::Cluster(settings.redis_cluster_nodes.clone()),
-                settings.redis_timeout,
-            );
-            Counters::redis(store, metrics.counters.clone())
-        } else {
-            Counters::memory(metrics.counters.clone())
+        let target = match (&settings.redis_url, &settings.redis_cluster_nodes) {
+            (Some(url), _) => Some(redis::Target::Single(url.clone())),
+            (None, nodes) if !nodes.is_empty() => Some(redis::Target::Cluster(nodes.clone())),
+            (None, _) => None,
+        };
+        let (counters, counters_rx) = match target {
+            Some(t) => Counters::redis(
+                redis::RedisStore::new(t, settings.redis_timeout),
+                metrics.counters.clone(),
+            ),
+            None => Counters::memory(metrics.counters.clone()),
         };
         Arc::new(Gateway {
             counters,

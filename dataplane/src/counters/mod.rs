@@ -647,47 +647,61 @@ impl Counters {
     }
 }
 
-/// The settle that undoes an admission of `c` (a later group refused, or nothing was used);
-/// `state` is what the admission said of it (a clamped budget reserved less than its cost).
-pub fn release_item(c: &Check, rid: &str, state: Option<&CheckState>) -> SettleItem {
-    match &c.kind {
-        CheckKind::Rate {
-            window_us,
-            limit,
-            cost,
-        } => SettleItem::Rate {
-            tag: Arc::clone(&c.tag),
-            key: c.key.clone(),
-            window_us: *window_us,
-            limit: *limit,
-            delta: -(*cost as i64),
-            local_percent: c.local_percent,
-            once: None,
-        },
-        CheckKind::Budget {
-            holds_key,
-            limit,
-            expire_at_ms,
-            cost,
-            clamp,
-            ..
-        } => SettleItem::Budget {
-            tag: Arc::clone(&c.tag),
-            key: c.key.clone(),
-            holds_key: holds_key.clone(),
-            rid: rid.to_owned(),
-            held: match (state.and_then(|s| s.clamped), clamp) {
+impl Check {
+    /// The settle of an admitted check: for a rate limit, `used` units in place of the cost
+    /// admitted; for a budget, `actual` charged and the `held` reservation released.
+    pub fn settle(&self, rid: &str, used: u64, actual: u64, held: u64) -> SettleItem {
+        match &self.kind {
+            CheckKind::Rate {
+                window_us,
+                limit,
+                cost,
+            } => SettleItem::Rate {
+                tag: Arc::clone(&self.tag),
+                key: self.key.clone(),
+                window_us: *window_us,
+                limit: *limit,
+                delta: used as i64 - *cost as i64,
+                local_percent: self.local_percent,
+                once: None,
+            },
+            CheckKind::Budget {
+                holds_key,
+                limit,
+                expire_at_ms,
+                ..
+            } => SettleItem::Budget {
+                tag: Arc::clone(&self.tag),
+                key: self.key.clone(),
+                holds_key: holds_key.clone(),
+                rid: rid.to_owned(),
+                held,
+                actual,
+                limit: *limit,
+                thresholds: Vec::new(),
+                expire_at_ms: *expire_at_ms,
+                alert: None,
+                once: None,
+            },
+        }
+    }
+
+    /// What a budget check reserved: its cost, or less when the admission clamped it.
+    pub fn reserved(&self, state: Option<&CheckState>) -> u64 {
+        match &self.kind {
+            CheckKind::Budget { cost, clamp, .. } => match (state.and_then(|s| s.clamped), clamp) {
                 (Some(n), Some(cl)) => cl.cost(n),
                 _ => *cost,
             },
-            actual: 0,
-            limit: *limit,
-            thresholds: Vec::new(),
-            expire_at_ms: *expire_at_ms,
-            alert: None,
-            once: None,
-        },
+            CheckKind::Rate { cost, .. } => *cost,
+        }
     }
+}
+
+/// The settle that undoes an admission of `c` (a later group refused, or nothing was used);
+/// `state` is what the admission said of it.
+pub fn release_item(c: &Check, rid: &str, state: Option<&CheckState>) -> SettleItem {
+    c.settle(rid, 0, 0, c.reserved(state))
 }
 
 /// Counters stay usable after a panic elsewhere: the data is plain numbers.

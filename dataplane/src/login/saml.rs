@@ -291,24 +291,19 @@ impl ServiceProvider {
             .flatten()
             .map(|g| std::sync::Arc::from(g.as_str()))
             .collect();
-        let team = m
+        let principal = Principal::User(user);
+        let claimed = m
             .team
             .claim
             .as_ref()
             .and_then(|c| attrs.get(c))
-            .and_then(|v| v.first().cloned())
-            .or_else(|| {
-                m.team
-                    .from_groups
-                    .iter()
-                    .find(|(g, _)| groups.iter().any(|x| **x == **g))
-                    .map(|(_, t)| t.clone())
-            })
-            .map(|t| std::sync::Arc::from(t.as_str()));
+            .and_then(|v| v.first())
+            .map(String::as_str);
+        let team = crate::oidc::team_of(&m.team, claimed, &groups, &principal);
         let expires = not_after.unwrap_or(confirmed_until).max(confirmed_until);
         Ok((
             TokenIdentity {
-                principal: Principal::User(user),
+                principal,
                 groups,
                 team,
                 provider: std::sync::Arc::from(self.id.as_str()),

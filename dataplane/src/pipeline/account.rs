@@ -150,7 +150,7 @@ impl Ctx {
                 .usage
                 .map(|u| (u.prompt_tokens, u.completion_tokens));
             let produced = self.rec.latency_ms.time_to_first_token.is_some();
-            let (items, charged) = ticket.settle_items(usage, produced);
+            let (items, charged) = ticket.settle_items(usage, self.rec.cost_usd_micros, produced);
             self.rec.budget_charged_usd_micros = charged;
             if !items.is_empty() {
                 self.gw.counters.settle(items, counted);

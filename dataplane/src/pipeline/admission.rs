@@ -10,10 +10,9 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use llmgate_snapshot::Pricing;
 
 use super::account::Ctx;
-use super::budget::cost_micros;
+use super::budget::{PeriodNow, cost_micros};
 use super::ratelimit::{Unit, reset_text};
 use crate::alerts::AlertTarget;
 use crate::counters::{Check, CheckKind, CheckState, Clamp, CountedIn, Plan, SettleItem, Verdict};
@@ -42,15 +41,12 @@ pub struct Admitted {
 pub struct Ticket {
     pub rid: String,
     pub counted: CountedIn,
-    pub pricing: Pricing,
     pub items: Vec<TicketItem>,
 }
 
 pub enum TicketItem {
-    Tokens {
-        check: Check,
-        reserved: u64,
-    },
+    /// A token limit: its check's cost is what was reserved.
+    Tokens(Check),
     Budget {
         check: Check,
         reserved: u64,
@@ -61,8 +57,14 @@ pub enum TicketItem {
 
 /// What a check stands for, by position in its candidate.
 enum Meta {
-    Rate { limit: usize, unit: Unit },
-    Budget { budget: usize, cost: u64 },
+    Rate {
+        limit: usize,
+        unit: Unit,
+    },
+    Budget {
+        budget: usize,
+        period: Arc<PeriodNow>,
+    },
 }
 
 pub async fn admit(
@@ -74,8 +76,9 @@ pub async fn admit(
     ctx: &mut Ctx,
 ) -> Result<Admitted, GatewayError> {
     let who = caller.identity();
+    let first_budgets = rt.budgets_for(caller, first);
     let mut candidates = vec![first];
-    for &b in &rt.budgets_for(caller, first) {
+    for &b in &first_budgets {
         for m in &rt.budgets[b].spec.fallback {
             if let Some((i, _)) = rt.endpoint(m)
                 && !candidates.contains(&i)
@@ -86,7 +89,7 @@ pub async fn admit(
         }
     }
     let nothing_applies = candidates.len() == 1
-        && rt.budgets_for(caller, first).is_empty()
+        && first_budgets.is_empty()
         && rt.limits_for(caller, first).next().is_none();
     if nothing_applies {
         return Ok(Admitted {
@@ -137,7 +140,14 @@ pub async fn admit(
                 checks.push((check, Meta::Rate { limit: li, unit }));
             }
         }
-        for b in rt.budgets_for(caller, c) {
+        let others;
+        let budgets: &[usize] = if c == first {
+            &first_budgets
+        } else {
+            others = rt.budgets_for(caller, c);
+            &others
+        };
+        for &b in budgets {
             let budget = &rt.budgets[b];
             let p = prompt_tokens();
             let cost = cost_micros(&ep.pricing, p, out);
@@ -146,8 +156,8 @@ pub async fn admit(
                 out_price: ep.pricing.output_per_million,
                 min_tokens: 1,
             };
-            let (check, _) = budget.check(who, caller.tag(), cost, ep, Some(clamp));
-            checks.push((check, Meta::Budget { budget: b, cost }));
+            let (check, period) = budget.check(who, caller.tag(), cost, ep, Some(clamp));
+            checks.push((check, Meta::Budget { budget: b, period }));
         }
         if let Some(e) = too_large {
             if c == first {
@@ -181,38 +191,26 @@ pub async fn admit(
             let mut headers = RateHeaders::default();
             let mut budget_left: Option<(i64, &Arc<str>)> = None;
             for ((check, meta), state) in checks.into_iter().zip(metas).zip(&states) {
-                match *meta {
-                    Meta::Rate { unit, .. } => {
+                match meta {
+                    &Meta::Rate { unit, .. } => {
                         headers.see(unit, &check, state);
                         if unit == Unit::Tokens {
-                            let reserved = match check.kind {
-                                CheckKind::Rate { cost, .. } => cost,
-                                CheckKind::Budget { .. } => 0,
-                            };
-                            items.push(TicketItem::Tokens { check, reserved });
+                            items.push(TicketItem::Tokens(check));
                         }
                     }
-                    Meta::Budget { budget, cost } => {
-                        let b = &rt.budgets[budget];
-                        let mut reserved = cost;
-                        if let (
-                            Some(n),
-                            CheckKind::Budget {
-                                clamp: Some(cl), ..
-                            },
-                        ) = (state.clamped, &check.kind)
-                        {
-                            reserved = cl.cost(n);
+                    Meta::Budget { budget, period } => {
+                        let b = &rt.budgets[*budget];
+                        let reserved = check.reserved(Some(state));
+                        if let Some(n) = state.clamped {
                             cap = Some(cap.map_or(n, |c| c.min(n)));
                             ctx.rec.max_tokens_clamped = Some(n);
                         }
                         if budget_left.is_none_or(|(l, _)| state.remaining < l) {
                             budget_left = Some((state.remaining, &b.id));
                         }
-                        let period = b.period();
                         items.push(TicketItem::Budget {
                             thresholds: b.spec.alert_thresholds.clone(),
-                            alert: b.alert_target(who.team.as_deref().unwrap_or("-"), &period),
+                            alert: b.alert_target(who.team.as_deref().unwrap_or("-"), period),
                             check,
                             reserved,
                         });
@@ -237,8 +235,7 @@ pub async fn admit(
             }
             if endpoint != first {
                 let from = &rt.endpoints[first].model;
-                let by = rt
-                    .budgets_for(caller, first)
+                let by = first_budgets
                     .first()
                     .map(|&b| Arc::clone(&rt.budgets[b].id))
                     .unwrap_or_else(|| Arc::from(""));
@@ -263,7 +260,6 @@ pub async fn admit(
                 ctx.ticket = Some(Ticket {
                     rid: plan.rid,
                     counted,
-                    pricing: rt.endpoints[endpoint].spec.pricing,
                     items,
                 });
             }
@@ -381,40 +377,29 @@ fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 impl Ticket {
-    /// The settles for this request. `usage` is what the provider reported; without it, a
-    /// request that produced output is charged what was reserved (the worst case) and one that
-    /// produced nothing is released.
+    /// The settles for this request. `usage` is what the provider reported and `cost` its price
+    /// in micro-USD; without them, a request that produced output is charged what was reserved
+    /// (the worst case) and one that produced nothing is released. Also what the budgets were
+    /// charged.
     pub fn settle_items(
         self,
         usage: Option<(u64, u64)>,
+        cost: Option<u64>,
         produced: bool,
     ) -> (Vec<SettleItem>, Option<u64>) {
         let mut out = Vec::with_capacity(self.items.len());
         let mut charged = None;
         for item in self.items {
             match item {
-                TicketItem::Tokens { check, reserved } => {
+                TicketItem::Tokens(check) => {
+                    let reserved = check.reserved(None);
                     let used = match usage {
                         Some((p, c)) => p + c,
                         None if produced => reserved,
                         None => 0,
                     };
-                    if used == reserved {
-                        continue;
-                    }
-                    if let CheckKind::Rate {
-                        window_us, limit, ..
-                    } = check.kind
-                    {
-                        out.push(SettleItem::Rate {
-                            tag: check.tag,
-                            key: check.key,
-                            window_us,
-                            limit,
-                            delta: used as i64 - reserved as i64,
-                            local_percent: check.local_percent,
-                            once: None,
-                        });
+                    if used != reserved {
+                        out.push(check.settle(&self.rid, used, 0, 0));
                     }
                 }
                 TicketItem::Budget {
@@ -423,33 +408,23 @@ impl Ticket {
                     thresholds,
                     alert,
                 } => {
-                    let actual = match usage {
-                        Some((p, c)) => cost_micros(&self.pricing, p, c),
-                        None if produced => reserved,
-                        None => 0,
+                    let actual = match (usage, cost) {
+                        (Some(_), Some(c)) => c,
+                        _ if produced => reserved,
+                        _ => 0,
                     };
                     charged = Some(actual);
-                    if let CheckKind::Budget {
-                        holds_key,
-                        limit,
-                        expire_at_ms,
+                    let mut item = check.settle(&self.rid, 0, actual, reserved);
+                    if let SettleItem::Budget {
+                        thresholds: t,
+                        alert: a,
                         ..
-                    } = check.kind
+                    } = &mut item
                     {
-                        out.push(SettleItem::Budget {
-                            tag: check.tag,
-                            key: check.key,
-                            holds_key,
-                            rid: self.rid.clone(),
-                            held: reserved,
-                            actual,
-                            limit,
-                            thresholds,
-                            expire_at_ms,
-                            alert,
-                            once: None,
-                        });
+                        *t = thresholds;
+                        *a = alert;
                     }
+                    out.push(item);
                 }
             }
         }
