@@ -5,54 +5,60 @@
 //! Delivery is best effort with a few retries; the outcome is counted in
 //! `llmgate_budget_alerts_total`.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::Full;
-use serde::Serialize;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::json;
 
-use crate::counters::{BudgetSettled, SettleItem};
-use crate::metrics::AlertLabels;
-use crate::state::Gateway;
-
-/// Where a period's alerts go; carried with each budget settle.
-#[derive(Debug, PartialEq, Serialize)]
-pub struct AlertTarget {
-    pub budget: Arc<str>,
-    pub team: String,
-    pub period: String,
-    pub amount_usd: f64,
-    #[serde(skip)]
-    pub webhook: String,
-}
+use crate::counters::{AlertTarget, BudgetSettled, Counters, SettleItem};
+use crate::http::client::UpstreamClient;
+use crate::telemetry::metrics::AlertLabels;
 
 const ATTEMPTS: u32 = 3;
 
-/// Routes the counter store's crossed thresholds to webhooks.
-pub fn install(gw: &Arc<Gateway>) {
-    let weak: Weak<Gateway> = Arc::downgrade(gw);
-    gw.counters
-        .on_settled(Arc::new(move |item: &SettleItem, r: &BudgetSettled| {
-            let SettleItem::Budget {
-                alert: Some(target),
-                ..
-            } = item
-            else {
-                return;
-            };
-            for &threshold in &r.fired {
-                let Some(gw) = weak.upgrade() else { return };
-                let target = Arc::clone(target);
-                let spent = r.spent;
-                tokio::spawn(async move { send(&gw, &target, threshold, spent).await });
-            }
-        }));
+/// Routes the counter store's crossed thresholds to webhooks, sent with `client` and counted in
+/// `outcomes`.
+pub fn install(
+    counters: &Counters,
+    client: UpstreamClient,
+    outcomes: Family<AlertLabels, Counter>,
+) {
+    counters.on_settled(Arc::new(move |item: &SettleItem, r: &BudgetSettled| {
+        let SettleItem::Budget {
+            alert: Some(target),
+            ..
+        } = item
+        else {
+            return;
+        };
+        for &threshold in &r.fired {
+            let (target, client, outcomes) = (Arc::clone(target), client.clone(), outcomes.clone());
+            let spent = r.spent;
+            tokio::spawn(async move {
+                let result = send(&client, &target, threshold, spent).await;
+                outcomes
+                    .get_or_create(&AlertLabels {
+                        budget: target.budget.to_string(),
+                        threshold,
+                        result,
+                    })
+                    .inc();
+            });
+        }
+    }));
 }
 
-async fn send(gw: &Gateway, target: &AlertTarget, threshold: u8, spent_micros: i64) {
+async fn send(
+    client: &UpstreamClient,
+    target: &AlertTarget,
+    threshold: u8,
+    spent_micros: i64,
+) -> &'static str {
     let body = json!({
         "type": "budget.threshold_crossed",
         "budget": target.budget,
@@ -65,7 +71,6 @@ async fn send(gw: &Gateway, target: &AlertTarget, threshold: u8, spent_micros: i
         "at": jiff::Timestamp::now().to_string(),
     });
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    let client = gw.clients.get(2_000);
     let mut result = "failed";
     for attempt in 0..ATTEMPTS {
         let req = Request::builder()
@@ -91,12 +96,5 @@ async fn send(gw: &Gateway, target: &AlertTarget, threshold: u8, spent_micros: i
         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
     }
     tracing::info!(budget = %target.budget, team = %target.team, threshold, result, "budget alert");
-    gw.metrics
-        .alerts
-        .get_or_create(&AlertLabels {
-            budget: target.budget.to_string(),
-            threshold,
-            result,
-        })
-        .inc();
+    result
 }

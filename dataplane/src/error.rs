@@ -24,7 +24,7 @@ pub enum GatewayError {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("Invalid identity token: {0}.")]
-    InvalidToken(crate::oidc::TokenError),
+    InvalidToken(crate::identity::TokenError),
     #[error("{subject} may not use model `{model}`")]
     Forbidden { subject: String, model: String },
     #[error("The model `{0}` does not exist")]
@@ -110,7 +110,7 @@ impl GatewayError {
             | GatewayError::Unsupported(..) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::InvalidToken(crate::oidc::TokenError::KeysUnavailable) => {
+            GatewayError::InvalidToken(crate::identity::TokenError::KeysUnavailable) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Unauthenticated(_) | GatewayError::InvalidToken(_) => {

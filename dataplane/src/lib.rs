@@ -1,31 +1,39 @@
 //! llmgate data plane: an OpenAI-compatible proxy in front of every model.
 //!
-//! Request path, one module per stage (see [`pipeline`]): `auth` → `policy` → (rate limit,
-//! budget) → `route` → `upstream` (provider adapters in [`providers`]) → `stream` / response →
-//! `account` (usage, cost, metrics, audit record).
+//! The request path, one file per stage in [`pipeline`]:
 //!
-//! Configuration: [`standalone`] reads a directory of llmgate YAML and compiles it with
-//! `llmgate_crds::compile`, or [`control_plane`] subscribes to the operator's snapshots;
-//! either way [`state::Gateway::apply`] swaps the [`runtime::Runtime`] built from the snapshot.
+//! ```text
+//! auth → policy → admission (rate limits + budgets) → route → upstream → stream | respond → account
+//! ```
+//!
+//! Each folder is one subsystem, below or beside the pipeline that drives them:
+//!
+//! - [`sources`]: where snapshots come from (a directory, or the operator);
+//! - [`gateway`]: the process-wide state and the one swap of the [`runtime`], what a snapshot
+//!   becomes for the request path;
+//! - [`identity`]: who is calling; [`counters`]: shared rate and budget counters;
+//! - [`llm`]: wire formats and provider adapters; [`backend_auth`]: upstream credentials;
+//! - [`audit`]: the audit record and its writer; [`telemetry`]: logs and metrics;
+//! - [`http`]: sockets, the API router, the upstream client; [`alerts`] and [`probe`]:
+//!   background tasks.
+//!
+//! [`run`] builds the parts, starts the background tasks, serves, and drains on shutdown.
 
 pub mod alerts;
 pub mod audit;
-pub mod config;
-pub mod control_plane;
+pub mod backend_auth;
 pub mod counters;
 pub mod error;
+pub mod flags;
+pub mod gateway;
 pub mod http;
-pub mod login;
-pub mod metrics;
-pub mod oidc;
+pub mod identity;
+pub mod llm;
 pub mod pipeline;
-pub mod providers;
+pub mod probe;
 pub mod runtime;
-pub mod sse;
-pub mod standalone;
-pub mod state;
-pub mod tokens;
-pub mod types;
+pub mod sources;
+pub mod telemetry;
 
 #[cfg(test)]
 mod test_support;
@@ -34,9 +42,13 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Settings;
-use crate::standalone::ConfigSource;
-use crate::state::Gateway;
+use tokio::sync::mpsc;
+
+use crate::counters::{Counters, SettleItem, redis};
+use crate::flags::Settings;
+use crate::gateway::Gateway;
+use crate::sources::dir::ConfigSource;
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -48,7 +60,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("operator mode: {0}")]
-    ControlPlane(control_plane::SubscribeError),
+    ControlPlane(sources::operator::SubscribeError),
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
         path: String,
@@ -63,6 +75,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             path: settings.audit_log.clone(),
             source,
         })?;
+    let metrics = Metrics::new();
+    let (counters, settles) = counters(&settings, &metrics);
     let mut background = Vec::new();
     let (gw, described) = match &settings.control_plane {
         Some(url) => {
@@ -75,7 +89,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 .control_plane_token_file
                 .clone()
                 .unwrap_or_default();
-            let sub = control_plane::Subscriber::new(
+            let sub = sources::operator::Subscriber::new(
                 url,
                 &token_file,
                 settings.control_plane_ca.as_deref(),
@@ -84,7 +98,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             )
             .map_err(RunError::ControlPlane)?;
             let described = format!("control-plane:{url}");
-            let gw = Gateway::new(settings.clone(), audit, described.clone());
+            let gw = Gateway::new(
+                settings.clone(),
+                metrics,
+                audit,
+                Arc::clone(&counters),
+                described.clone(),
+            );
             // Serve what the last run kept while the operator is (maybe) unreachable.
             if let Some(kept) = sub.restore() {
                 tracing::info!(version = %kept.version, "serving the snapshot kept from the last run");
@@ -98,8 +118,14 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 Some(d) => ConfigSource::Dir(d.clone()),
                 None => ConfigSource::Embedded,
             };
-            let gw = Gateway::new(settings.clone(), audit, source.describe());
-            if !standalone::reload(&gw, &source).await {
+            let gw = Gateway::new(
+                settings.clone(),
+                metrics,
+                audit,
+                Arc::clone(&counters),
+                source.describe(),
+            );
+            if !sources::dir::reload(&gw, &source).await {
                 let problems = gw
                     .status()
                     .last_error
@@ -114,7 +140,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 return Err(RunError::Config(problems));
             }
             if let ConfigSource::Dir(dir) = &source {
-                background.push(tokio::spawn(standalone::watch(
+                background.push(tokio::spawn(sources::dir::watch(
                     Arc::clone(&gw),
                     dir.clone(),
                 )));
@@ -142,16 +168,11 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         "llmgate data plane serving"
     );
 
-    background.push(tokio::spawn(pipeline::route::probe_ejected(Arc::clone(
-        &gw,
-    ))));
-    alerts::install(&gw);
-    let counters_task = {
-        let rx = gw.counters_rx.lock().ok().and_then(|mut r| r.take());
-        rx.map(|rx| tokio::spawn(Arc::clone(&gw.counters).run(rx)))
-    };
+    background.push(tokio::spawn(probe::run(Arc::clone(&gw))));
+    alerts::install(&counters, gw.clients.get(2_000), gw.metrics.alerts.clone());
+    let counters_task = tokio::spawn(Arc::clone(&counters).run(settles));
     tracing::info!(
-        store = gw.counters.describe(),
+        store = counters.describe(),
         "rate-limit and budget counters"
     );
 
@@ -191,11 +212,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     // Every request has ended: hand the last settles to Redis.
-    gw.counters.stop();
-    if let Some(t) = counters_task
-        && tokio::time::timeout(std::time::Duration::from_secs(5), t)
-            .await
-            .is_err()
+    counters.stop();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), counters_task)
+        .await
+        .is_err()
     {
         tracing::warn!("counter settles did not finish within 5 s");
     }
@@ -208,6 +228,25 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         tracing::warn!("audit log did not drain within 5 s");
     }
     Ok(())
+}
+
+/// The counter store the flags ask for: Redis (one node or a cluster), else this process.
+fn counters(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> (Arc<Counters>, mpsc::UnboundedReceiver<SettleItem>) {
+    let target = match (&settings.redis_url, &settings.redis_cluster_nodes) {
+        (Some(url), _) => Some(redis::Target::Single(url.clone())),
+        (None, nodes) if !nodes.is_empty() => Some(redis::Target::Cluster(nodes.clone())),
+        (None, _) => None,
+    };
+    match target {
+        Some(t) => Counters::redis(
+            redis::RedisStore::new(t, settings.redis_timeout),
+            metrics.counters.clone(),
+        ),
+        None => Counters::memory(metrics.counters.clone()),
+    }
 }
 
 async fn shutdown_signal() {

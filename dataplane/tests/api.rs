@@ -8,8 +8,8 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use llmgate_crds::{Resources, compile, parse_documents};
 use llmgate_dataplane::audit::AuditSink;
-use llmgate_dataplane::config::Settings;
-use llmgate_dataplane::state::Gateway;
+use llmgate_dataplane::flags::Settings;
+use llmgate_dataplane::gateway::Gateway;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -73,7 +73,10 @@ async fn app_with(args: &[&str]) -> (Router, Arc<Gateway>, tempfile::TempDir) {
     let mut argv = vec!["llmgate-dataplane"];
     argv.extend_from_slice(args);
     let settings = <Settings as clap::Parser>::parse_from(argv);
-    let gw = Gateway::new(settings, audit, "test".into());
+    let metrics = llmgate_dataplane::telemetry::metrics::Metrics::new();
+    let (counters, _settles) =
+        llmgate_dataplane::counters::Counters::memory(metrics.counters.clone());
+    let gw = Gateway::new(settings, metrics, audit, counters, "test".into());
     let mut resources = Resources::default();
     for r in parse_documents(&config()).expect("config parses") {
         resources.push(r);

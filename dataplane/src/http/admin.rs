@@ -10,7 +10,7 @@ use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::state::Gateway;
+use crate::gateway::Gateway;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::account::Ctx;
 use super::budget::{PeriodNow, cost_micros};
+use super::ctx::Ctx;
 use super::ratelimit::{Unit, reset_text};
-use crate::alerts::AlertTarget;
-use crate::counters::{Check, CheckKind, CheckState, Clamp, CountedIn, Plan, SettleItem, Verdict};
+use crate::counters::{
+    Check, CheckKind, CheckState, Clamp, CountedIn, Plan, Ticket, TicketItem, Verdict,
+};
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::runtime::{Caller, Runtime};
-use crate::state::Gateway;
 
 /// What the request needs from the counters: lazily counted prompt tokens and the output
 /// tokens it asked for.
@@ -35,24 +36,6 @@ pub struct Admitted {
     pub endpoint: usize,
     /// `max_tokens` to send upstream: the reserved output limit or a clamped one.
     pub cap: Option<u64>,
-}
-
-/// What to settle when the request ends.
-pub struct Ticket {
-    pub rid: String,
-    pub counted: CountedIn,
-    pub items: Vec<TicketItem>,
-}
-
-pub enum TicketItem {
-    /// A token limit: its check's cost is what was reserved.
-    Tokens(Check),
-    Budget {
-        check: Check,
-        reserved: u64,
-        thresholds: Vec<u8>,
-        alert: Option<Arc<AlertTarget>>,
-    },
 }
 
 /// What a check stands for, by position in its candidate.
@@ -247,7 +230,7 @@ pub async fn admit(
                 );
                 gw.metrics
                     .fallbacks
-                    .get_or_create(&crate::metrics::FallbackLabels {
+                    .get_or_create(&crate::telemetry::metrics::FallbackLabels {
                         budget: by.to_string(),
                         from: from.to_string(),
                         to: rt.endpoints[endpoint].model.to_string(),
@@ -277,7 +260,7 @@ pub async fn admit(
             let l = &rt.limits[limit];
             gw.metrics
                 .rate_limited
-                .get_or_create(&crate::metrics::LimitLabels {
+                .get_or_create(&crate::telemetry::metrics::LimitLabels {
                     limit: l.id.to_string(),
                 })
                 .inc();
@@ -302,7 +285,7 @@ pub async fn admit(
             let b = &rt.budgets[budget];
             gw.metrics
                 .budget_exhausted
-                .get_or_create(&crate::metrics::LimitLabels {
+                .get_or_create(&crate::telemetry::metrics::LimitLabels {
                     limit: b.id.to_string(),
                 })
                 .inc();
@@ -373,61 +356,5 @@ impl RateHeaders {
 fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(HeaderName::from_static(name), v);
-    }
-}
-
-impl Ticket {
-    /// The settles for this request. `usage` is what the provider reported and `cost` its price
-    /// in micro-USD; without them, a request that produced output is charged what was reserved
-    /// (the worst case) and one that produced nothing is released. Also what the budgets were
-    /// charged.
-    pub fn settle_items(
-        self,
-        usage: Option<(u64, u64)>,
-        cost: Option<u64>,
-        produced: bool,
-    ) -> (Vec<SettleItem>, Option<u64>) {
-        let mut out = Vec::with_capacity(self.items.len());
-        let mut charged = None;
-        for item in self.items {
-            match item {
-                TicketItem::Tokens(check) => {
-                    let reserved = check.reserved(None);
-                    let used = match usage {
-                        Some((p, c)) => p + c,
-                        None if produced => reserved,
-                        None => 0,
-                    };
-                    if used != reserved {
-                        out.push(check.settle(&self.rid, used, 0, 0));
-                    }
-                }
-                TicketItem::Budget {
-                    check,
-                    reserved,
-                    thresholds,
-                    alert,
-                } => {
-                    let actual = match (usage, cost) {
-                        (Some(_), Some(c)) => c,
-                        _ if produced => reserved,
-                        _ => 0,
-                    };
-                    charged = Some(actual);
-                    let mut item = check.settle(&self.rid, 0, actual, reserved);
-                    if let SettleItem::Budget {
-                        thresholds: t,
-                        alert: a,
-                        ..
-                    } = &mut item
-                    {
-                        *t = thresholds;
-                        *a = alert;
-                    }
-                    out.push(item);
-                }
-            }
-        }
-        (out, charged)
     }
 }

@@ -1,7 +1,7 @@
 //! Authenticate stage: `Authorization: Bearer <credential>` → who is calling.
 //!
 //! Two kinds of credential: llmgate API keys and JWTs from a configured identity provider
-//! ([`crate::oidc`]). A JWT is recognised by its shape; anything else is an API key.
+//! ([`crate::identity::oidc`]). A JWT is recognised by its shape; anything else is an API key.
 //!
 //! API keys are stored as SHA-256 digests only. The presented key is hashed, looked up by
 //! digest, and the digest compared in constant time; timing reveals nothing about stored keys
@@ -11,8 +11,8 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
-use crate::login::token::ISSUER;
-use crate::oidc::looks_like_jwt;
+use crate::identity::oidc::looks_like_jwt;
+use crate::identity::token::ISSUER;
 use crate::runtime::{Caller, Runtime};
 
 pub async fn authenticate<'r>(

@@ -2,8 +2,8 @@
 //! in, a request's worst-case cost, the fallback models to try when a budget is spent, and
 //! the alerts a settle fires.
 //!
-//! The reservation itself happens in [`super::admission`] with the rate limits, in one atomic
-//! call; the settle in [`super::account`] when the request ends.
+//! The reservation itself happens in the admission stage with the rate limits, in one atomic
+//! call; the settle in the account stage when the request ends.
 
 use std::sync::Arc;
 
@@ -12,9 +12,9 @@ use jiff::tz::TimeZone;
 use jiff::{ToSpan, Zoned};
 use llmgate_snapshot::{Budget, Endpoint, Period, Pricing};
 
-use crate::alerts::AlertTarget;
+use crate::counters::AlertTarget;
 use crate::counters::{Check, CheckKind, Clamp, KEY_PREFIX};
-use crate::runtime::Identity;
+use crate::identity::Identity;
 
 /// A budget as the request path reads it.
 pub struct BudgetRt {

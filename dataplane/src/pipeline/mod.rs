@@ -16,6 +16,7 @@ pub mod account;
 pub mod admission;
 pub mod auth;
 pub mod budget;
+pub mod ctx;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;
@@ -33,14 +34,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::BodyExt;
 
-use self::account::Ctx;
+use self::ctx::Ctx;
 use self::stream::{RelayBody, Source};
 use crate::error::GatewayError;
-use crate::providers::{Op, mock};
+use crate::gateway::Gateway;
+use crate::llm::providers::{Op, mock};
+use crate::llm::tokenize;
+use crate::llm::types::{ChatRequest, EmbeddingsRequest};
 use crate::runtime::{Backend, Caller, EndpointRt, Runtime};
-use crate::state::Gateway;
-use crate::tokens;
-use crate::types::{ChatRequest, EmbeddingsRequest};
 
 /// `POST /v1/chat/completions`
 pub async fn chat(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
@@ -119,7 +120,7 @@ async fn chat_stages(
     ctx.rec.stream = chat.is_stream();
     let (first, _) = authorize(rt, &caller, &chat.model, ctx)?;
     let est = admission::Estimate {
-        prompt_tokens: &|| tokens::chat_prompt(chat.messages_raw(), chat.tools_raw()),
+        prompt_tokens: &|| tokenize::chat_prompt(chat.messages_raw(), chat.tools_raw()),
         max_output: chat.max_output(),
         has_output: true,
     };
@@ -208,7 +209,7 @@ async fn embeddings_stages(
     ctx.rec.model_requested = Some(emb.model.clone());
     let (first, _) = authorize(rt, &caller, &emb.model, ctx)?;
     let est = admission::Estimate {
-        prompt_tokens: &|| tokens::embeddings_input(emb.input_raw()),
+        prompt_tokens: &|| tokenize::embeddings_input(emb.input_raw()),
         max_output: None,
         has_output: false,
     };

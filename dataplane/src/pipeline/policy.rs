@@ -2,14 +2,14 @@
 //!
 //! Deny by default; a matching deny rule beats every allow. Every decision names the policy and
 //! rule that made it, for the audit record. For API keys the identity is fully known at compile
-//! time, so [`crate::runtime::Runtime::build`] evaluates [`decide`] for every (key, model) pair
+//! time, so `Runtime::build` evaluates [`decide`] for every (key, model) pair
 //! once per snapshot and the request path only indexes the result.
 
 use std::sync::Arc;
 
 use llmgate_snapshot::{Effect, Endpoint, Policy, Principal, Subject};
 
-use crate::runtime::Identity;
+use crate::identity::Identity;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {

@@ -1,5 +1,5 @@
 //! Rate-limit stage: which `rateLimits` of the snapshot apply to a caller and model, and the
-//! counters they are kept in. The counting itself happens in [`super::admission`], in the same
+//! counters they are kept in. The counting itself happens in the admission stage, in the same
 //! atomic call as the budgets.
 
 use std::fmt::Write as _;
@@ -9,7 +9,7 @@ use llmgate_snapshot::{Endpoint, LimitDimension, RateLimit};
 
 use super::policy;
 use crate::counters::{Check, CheckKind, KEY_PREFIX};
-use crate::runtime::Identity;
+use crate::identity::Identity;
 
 /// A rate limit as the request path reads it.
 pub struct LimitRt {

@@ -6,7 +6,7 @@
 //! decays back slowly, so a replica that turns slow stops getting traffic immediately.
 //!
 //! Health is passive: consecutive failures (connect errors, 5xx, timeouts) eject a replica for
-//! a period that doubles on each failed probe; the prober in [`probe_ejected`] readmits it when
+//! a period that doubles on each failed probe; the prober (`probe.rs`) readmits it when
 //! a TCP connect succeeds again. When every replica is ejected the least recently ejected one is
 //! tried anyway: a request that might succeed beats a certain 503.
 
@@ -229,33 +229,6 @@ pub fn pick(replicas: &[Arc<ReplicaState>], tried: u64) -> Option<usize> {
                 Some(a)
             } else {
                 Some(b)
-            }
-        }
-    }
-}
-
-/// Probes ejected replicas whose ejection period is over with a TCP connect.
-pub async fn probe_ejected(gw: Arc<crate::state::Gateway>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        let rt = gw.runtime();
-        let now = std::time::Instant::now();
-        for ep in &rt.endpoints {
-            let crate::runtime::Backend::Http { replicas, .. } = &ep.backend else {
-                continue;
-            };
-            for r in replicas.iter().filter(|r| r.probe_due(now)) {
-                let ok = matches!(
-                    tokio::time::timeout(
-                        Duration::from_millis(ep.spec.timeouts.connect_ms),
-                        tokio::net::TcpStream::connect(&r.authority),
-                    )
-                    .await,
-                    Ok(Ok(_))
-                );
-                r.probed(ok, &ep.spec.failover, std::time::Instant::now());
-                tracing::info!(model = %ep.spec.model, replica = %r.name, reachable = ok, "probed ejected replica");
             }
         }
     }

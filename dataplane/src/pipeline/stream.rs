@@ -15,10 +15,10 @@ use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::account::Ctx;
+use super::ctx::Ctx;
 use super::route::InFlight;
 use crate::error::GatewayError;
-use crate::providers::StreamTranslator;
+use crate::llm::providers::StreamTranslator;
 
 pub enum Source {
     Upstream {

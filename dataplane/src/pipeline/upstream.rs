@@ -10,13 +10,13 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::account::Ctx;
+use super::ctx::Ctx;
 use super::route::{self, InFlight, Outcome, ReplicaState};
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::http::client::ConnectInfo;
-use crate::providers::Op;
+use crate::llm::providers::Op;
 use crate::runtime::{Backend, EndpointRt};
-use crate::state::Gateway;
 
 /// Largest upstream body read into memory (non-streaming responses and error bodies).
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
@@ -43,6 +43,7 @@ pub async fn send(
 ) -> Result<Answer, GatewayError> {
     let Backend::Http {
         adapter,
+        auth,
         client,
         replicas,
     } = &ep.backend
@@ -65,7 +66,7 @@ pub async fn send(
         };
         tried |= 1 << i;
         let replica = &replicas[i];
-        let request = adapter.request(
+        let mut request = adapter.request(
             spec,
             &replica.url,
             op,
@@ -73,6 +74,7 @@ pub async fn send(
             ctx.request_id(),
             body.clone(),
         )?;
+        auth.apply(&mut request)?;
         let in_flight = replica.start();
         let attempt_start = Instant::now();
         ctx.rec.attempts += 1;

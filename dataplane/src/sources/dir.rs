@@ -13,17 +13,17 @@ use std::sync::Arc;
 use llmgate_crds::files::{self, Loaded, Problem};
 use tokio::sync::mpsc;
 
-use crate::state::Gateway;
+use crate::gateway::Gateway;
 
 /// The quickstart configuration, compiled into the binary so it runs with no files at all.
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "config/quickstart/models.yaml",
-        include_str!("../../config/quickstart/models.yaml"),
+        include_str!("../../../config/quickstart/models.yaml"),
     ),
     (
         "config/quickstart/access.yaml",
-        include_str!("../../config/quickstart/access.yaml"),
+        include_str!("../../../config/quickstart/access.yaml"),
     ),
 ];
 

@@ -22,56 +22,16 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use llmgate_snapshot::{IdentityProvider, Oidc, Principal, TeamRule};
+use llmgate_snapshot::{IdentityProvider, Oidc, Principal};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::{TokenError, TokenIdentity, team_of};
 use crate::http::client::UpstreamClient;
 
 /// Least time between two JWKS fetches of one issuer triggered by unknown key ids.
 const REFRESH_MIN: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why a token is refused; each is a 401 with this text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("malformed bearer token")]
-    Malformed,
-    #[error("token signing algorithm is not accepted")]
-    Algorithm,
-    #[error("token issuer is not trusted")]
-    UnknownIssuer,
-    #[error("token signing key is not known to its issuer")]
-    UnknownKey,
-    #[error("token signature is invalid")]
-    Signature,
-    #[error("token has expired")]
-    Expired,
-    #[error("token is not valid yet")]
-    NotYetValid,
-    #[error("token audience is not accepted")]
-    Audience,
-    #[error("token lacks a required claim")]
-    MissingClaim,
-    #[error("the token issuer's keys cannot be fetched")]
-    KeysUnavailable,
-    #[error("token was revoked")]
-    Revoked,
-    #[error("token nonce does not match the login")]
-    Nonce,
-}
-
-/// Who a verified token speaks for.
-#[derive(Debug, Clone)]
-pub struct TokenIdentity {
-    pub principal: Principal,
-    pub groups: Vec<Arc<str>>,
-    pub team: Option<Arc<str>>,
-    /// `namespace/name` of the IdentityProvider.
-    pub provider: Arc<str>,
-    /// Unix seconds.
-    pub expires_at: i64,
-}
 
 /// Where the authorization-code flow happens, from the discovery document.
 #[derive(Debug, Clone, Deserialize)]
@@ -361,32 +321,6 @@ impl Verifier {
             expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
         }
     }
-}
-
-/// The caller's team by an IdentityProvider's rules, first that gives one: the team claim (or
-/// SAML attribute), the first group rule the caller's groups match, the service account's team.
-pub fn team_of(
-    rule: &TeamRule,
-    claimed: Option<&str>,
-    groups: &[Arc<str>],
-    principal: &Principal,
-) -> Option<Arc<str>> {
-    claimed
-        .map(Arc::from)
-        .or_else(|| {
-            rule.from_groups
-                .iter()
-                .find(|(g, _)| groups.iter().any(|x| **x == **g))
-                .map(|(_, t)| Arc::from(t.as_str()))
-        })
-        .or_else(|| match principal {
-            Principal::ServiceAccount(sa) => rule
-                .service_accounts
-                .iter()
-                .find(|(s, _)| s == sa)
-                .map(|(_, t)| Arc::from(t.as_str())),
-            Principal::User(_) => None,
-        })
 }
 
 /// A claim by dotted path (`realm_access.roles`); a claim whose own name has dots wins.

@@ -24,7 +24,7 @@ use bergshamra::{DsigContext, KeysManager, VerifyResult};
 use llmgate_snapshot::{IdentityProvider, Principal, Saml};
 use uppsala::{Document, NodeId};
 
-use crate::oidc::TokenIdentity;
+use super::TokenIdentity;
 
 const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -108,7 +108,7 @@ impl ServiceProvider {
         format!(
             "{}{sep}SAMLRequest={}",
             self.saml.sso_url,
-            crate::control_plane::urlencode(&encoded)
+            crate::http::url::encode(&encoded)
         )
     }
 
@@ -299,7 +299,7 @@ impl ServiceProvider {
             .and_then(|c| attrs.get(c))
             .and_then(|v| v.first())
             .map(String::as_str);
-        let team = crate::oidc::team_of(&m.team, claimed, &groups, &principal);
+        let team = super::team_of(&m.team, claimed, &groups, &principal);
         let expires = not_after.unwrap_or(confirmed_until).max(confirmed_until);
         Ok((
             TokenIdentity {

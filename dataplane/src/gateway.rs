@@ -1,5 +1,6 @@
-//! The gateway's shared state: the one `ArcSwap` holding the current [`Runtime`], and what lives
-//! as long as the process (settings, metrics, upstream clients, audit sink, config status).
+//! [`Gateway`], the data plane's shared state: the one `ArcSwap` holding the current
+//! [`Runtime`], and what lives as long as the process (settings, metrics, upstream clients,
+//! audit sink, counters, config status). It receives its parts; [`crate::run`] builds them.
 //!
 //! Invariant: [`Gateway::apply`] is the only place the runtime is swapped.
 
@@ -12,11 +13,11 @@ use llmgate_snapshot::Snapshot;
 use serde::Serialize;
 
 use crate::audit::AuditSink;
-use crate::config::Settings;
-use crate::counters::{Counters, SettleItem, redis};
+use crate::counters::Counters;
+use crate::flags::Settings;
 use crate::http::client::Clients;
-use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::telemetry::metrics::Metrics;
 
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
@@ -25,8 +26,6 @@ pub struct Gateway {
     pub clients: Clients,
     pub audit: AuditSink,
     pub counters: Arc<Counters>,
-    /// Taken by [`crate::run`] to start the counters' background work.
-    pub counters_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SettleItem>>>,
     status: Mutex<ConfigStatus>,
     draining: AtomicBool,
 }
@@ -55,26 +54,18 @@ pub struct ReloadFailure {
 }
 
 impl Gateway {
-    pub fn new(settings: Settings, audit: AuditSink, source: String) -> Arc<Gateway> {
-        let metrics = Metrics::new();
+    pub fn new(
+        settings: Settings,
+        metrics: Metrics,
+        audit: AuditSink,
+        counters: Arc<Counters>,
+        source: String,
+    ) -> Arc<Gateway> {
         let clients = Clients::default();
         let empty = Arc::new(Snapshot::empty());
         let runtime = Runtime::build(empty, None, &clients, &metrics);
-        let target = match (&settings.redis_url, &settings.redis_cluster_nodes) {
-            (Some(url), _) => Some(redis::Target::Single(url.clone())),
-            (None, nodes) if !nodes.is_empty() => Some(redis::Target::Cluster(nodes.clone())),
-            (None, _) => None,
-        };
-        let (counters, counters_rx) = match target {
-            Some(t) => Counters::redis(
-                redis::RedisStore::new(t, settings.redis_timeout),
-                metrics.counters.clone(),
-            ),
-            None => Counters::memory(metrics.counters.clone()),
-        };
         Arc::new(Gateway {
             counters,
-            counters_rx: Mutex::new(Some(counters_rx)),
             runtime: ArcSwap::from_pointee(runtime),
             settings,
             metrics,
@@ -107,7 +98,7 @@ impl Gateway {
             );
             if next.counts() {
                 // The tokenizer takes ~100 ms to load: not on the first limited request.
-                std::thread::spawn(crate::tokens::warm_up);
+                std::thread::spawn(crate::llm::tokenize::warm_up);
             }
             let version = next.snapshot.version.clone();
             let models = next.endpoints.len();

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use llmgate_snapshot::MockModel;
 use serde_json::{Value, json};
 
-use crate::providers::openai::encode_f32_base64;
-use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
+use crate::llm::providers::openai::encode_f32_base64;
+use crate::llm::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
 
 /// The configured latency before any answer.
 pub async fn wait(m: &MockModel) {

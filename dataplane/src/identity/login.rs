@@ -8,9 +8,6 @@
 //! ID token (issuer, audience = the gateway's client, nonce, signature) and answers with a
 //! gateway token ([`token`]) for the caller its claims describe.
 
-pub mod saml;
-pub mod token;
-
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -24,29 +21,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::control_plane::urlencode;
+use super::{random_token, saml, token};
 use crate::error::GatewayError;
-use crate::state::Gateway;
+use crate::gateway::Gateway;
+use crate::http::url;
 
 const COOKIE: &str = "llmgate_login";
 const LOGIN_AUD: &str = "llmgate-login";
 /// Time a person has to log in at the IdP.
 const LOGIN_TTL_SECS: i64 = 600;
-
-/// `n` random bytes, base64url.
-pub fn random_token(n: usize) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(n))
-}
-
-/// `n` bytes from the OS CSPRNG.
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; n];
-    // The system RNG does not fail on supported platforms; a failure leaves zeros, which the
-    // state and request-ID checks still tie to this login's HMAC.
-    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
-    buf
-}
 
 /// What the login cookie carries between the two requests.
 #[derive(Serialize, Deserialize)]
@@ -142,15 +125,15 @@ pub async fn login(
     let mut location = format!(
         "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}&code_challenge={challenge}&code_challenge_method=S256",
         endpoints.authorization_endpoint,
-        urlencode(&login.client_id),
-        urlencode(&login.redirect_url),
-        urlencode(&login.scopes.join(" ")),
+        url::encode(&login.client_id),
+        url::encode(&login.redirect_url),
+        url::encode(&login.scopes.join(" ")),
         pending.state,
         pending.nonce,
     );
     if let Some(hint) = q.login_hint.filter(|h| !h.is_empty() && h.len() <= 256) {
         location.push_str("&login_hint=");
-        location.push_str(&urlencode(&hint));
+        location.push_str(&url::encode(&hint));
     }
     let secure = if login.redirect_url.starts_with("https://") {
         "; Secure"
@@ -225,14 +208,14 @@ pub async fn callback(
     };
     let form = format!(
         "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
-        urlencode(&code),
-        urlencode(&login.redirect_url),
-        urlencode(&pending.verifier),
+        url::encode(&code),
+        url::encode(&login.redirect_url),
+        url::encode(&pending.verifier),
     );
     let basic = base64::engine::general_purpose::STANDARD.encode(format!(
         "{}:{}",
-        urlencode(&login.client_id),
-        urlencode(login.client_secret.expose())
+        url::encode(&login.client_id),
+        url::encode(login.client_secret.expose())
     ));
     let req = Request::builder()
         .method(Method::POST)
@@ -295,7 +278,7 @@ pub async fn callback(
 /// The end of every login: the gateway token, as a page or as JSON.
 fn token_page(
     headers: &HeaderMap,
-    who: &crate::oidc::TokenIdentity,
+    who: &crate::identity::TokenIdentity,
     token: &str,
     exp: i64,
 ) -> Response {

@@ -1,13 +1,14 @@
 //! Provider adapters: how the canonical (OpenAI-shaped) request becomes an upstream HTTP request,
 //! and how the upstream's answer becomes an OpenAI-shaped response or stream.
 //!
-//! The pipeline only talks to [`HttpAdapter`]; a provider with another protocol (Azure's
-//! deployment URLs, Bedrock's SigV4 and eventstream, Anthropic's messages) is one more
+//! The pipeline only talks to [`HttpAdapter`]; a provider with another protocol is one more
 //! implementation, not a change to the pipeline. The built-in mock model needs no network and
 //! is served by [`mock`] directly.
 
 pub mod mock;
 pub mod openai;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -15,7 +16,7 @@ use http_body_util::Full;
 use llmgate_snapshot::{Endpoint, MockModel, Provider};
 
 use crate::error::GatewayError;
-use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
+use crate::llm::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, Usage};
 
 /// Which API operation an upstream call serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,9 @@ pub trait StreamTranslator: Send {
     fn errored(&self) -> bool;
 }
 
-/// One provider protocol over HTTP. Stateless; one static instance per protocol.
+/// One provider protocol over HTTP, built per endpoint ([`build`]) and kept across reloads while
+/// the endpoint is unchanged, so an adapter may hold state. It only translates: credentials are
+/// added by the endpoint's `BackendAuth`, so nothing here needs a clock or a network.
 pub trait HttpAdapter: Send + Sync {
     /// The upstream body for a chat request, built once per request and reused by every
     /// attempt. Stream requests must ask the upstream for usage.
@@ -66,7 +69,7 @@ pub trait HttpAdapter: Send + Sync {
         ep: &Endpoint,
         req: &EmbeddingsRequest<'_>,
     ) -> Result<Bytes, GatewayError>;
-    /// The HTTP request for one attempt against one replica base URL.
+    /// The HTTP request for one attempt against one replica base URL, without credentials.
     fn request(
         &self,
         ep: &Endpoint,
@@ -87,18 +90,19 @@ pub trait HttpAdapter: Send + Sync {
     fn chat_stream(&self, client_wants_usage: bool) -> Box<dyn StreamTranslator>;
 }
 
-/// How a provider kind is served.
+/// How an endpoint is served.
 pub enum Serving<'a> {
-    /// Over HTTP, through this adapter.
-    Http(&'static dyn HttpAdapter),
+    /// Over HTTP, through this endpoint's adapter.
+    Http(Arc<dyn HttpAdapter>),
     /// In-process: the built-in mock model.
     Mock(&'a MockModel),
 }
 
-pub fn serving(provider: &Provider) -> Serving<'_> {
-    match provider {
-        Provider::OpenAi => Serving::Http(&openai::OPENAI),
-        Provider::OpenAiCompatible => Serving::Http(&openai::OPENAI_COMPATIBLE),
+/// The adapter for one endpoint.
+pub fn build(ep: &Endpoint) -> Serving<'_> {
+    match &ep.provider {
+        Provider::OpenAi => Serving::Http(Arc::new(openai::OpenAi { compatible: false })),
+        Provider::OpenAiCompatible => Serving::Http(Arc::new(openai::OpenAi { compatible: true })),
         Provider::Mock(m) => Serving::Mock(m),
     }
 }

@@ -16,16 +16,13 @@ use serde_json::Value;
 
 use super::{HttpAdapter, Op, StreamTranslator, Translated};
 use crate::error::GatewayError;
-use crate::sse::{EventSplitter, MAX_EVENT_BYTES, data_of};
-use crate::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, ResponseView, Usage};
+use crate::llm::codec::sse::{EventSplitter, MAX_EVENT_BYTES, data_of};
+use crate::llm::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, ResponseView, Usage};
 
 pub struct OpenAi {
     /// Self-hosted servers: normalise embeddings to floats upstream.
-    compatible: bool,
+    pub compatible: bool,
 }
-
-pub static OPENAI: OpenAi = OpenAi { compatible: false };
-pub static OPENAI_COMPATIBLE: OpenAi = OpenAi { compatible: true };
 
 static USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("llmgate/", env!("CARGO_PKG_VERSION")));
@@ -45,7 +42,7 @@ impl HttpAdapter for OpenAi {
 
     fn request(
         &self,
-        ep: &Endpoint,
+        _ep: &Endpoint,
         base_url: &str,
         op: Op,
         stream: bool,
@@ -72,12 +69,6 @@ impl HttpAdapter for OpenAi {
             );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             b = b.header("x-request-id", v);
-        }
-        if let Some(key) = &ep.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                .map_err(|_| GatewayError::Internal("credential is not a valid header".into()))?;
-            v.set_sensitive(true);
-            b = b.header(header::AUTHORIZATION, v);
         }
         b.body(Full::new(body))
             .map_err(|e| GatewayError::Internal(format!("build upstream request: {e}")))
@@ -316,7 +307,7 @@ mod tests {
     );
 
     fn relay(wants_usage: bool, chunk_size: usize) -> (String, Box<dyn StreamTranslator>) {
-        let mut t = OPENAI.chat_stream(wants_usage);
+        let mut t = (OpenAi { compatible: false }).chat_stream(wants_usage);
         let mut out = Vec::new();
         for c in UPSTREAM.as_bytes().chunks(chunk_size) {
             t.feed(c, &mut out).expect("feed");
@@ -354,7 +345,9 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"tools":[{"type":"function"}]}"#,
         )
         .expect("valid");
-        let body = OPENAI.chat_body(&ep, &req).expect("body");
+        let body = (OpenAi { compatible: false })
+            .chat_body(&ep, &req)
+            .expect("body");
         let v: Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v["model"], "up-model");
         assert_eq!(v["stream_options"]["include_usage"], true);
@@ -366,7 +359,7 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-1.25,3.0]}],"model":"e","usage":{"prompt_tokens":2,"total_tokens":2}}"#,
         );
-        let t = OPENAI_COMPATIBLE
+        let t = (OpenAi { compatible: true })
             .embeddings_response(body, Some(EncodingFormat::Base64))
             .expect("translates");
         let v: Value = serde_json::from_slice(&t.body).unwrap_or_default();

@@ -68,7 +68,7 @@ pub struct AlertLabels {
     pub result: &'static str,
 }
 
-/// The counter store's health, shared with [`crate::counters::Counters`].
+/// The counter store's health, shared with the counters.
 #[derive(Clone, Default)]
 pub struct CounterMetrics {
     pub degraded: Gauge,

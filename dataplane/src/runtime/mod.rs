@@ -1,22 +1,27 @@
 //! What the request path reads: a snapshot plus everything precomputed from it (indexes, policy
 //! decisions per key, `/v1/models` bodies, replica state, metric handles). Built once per
-//! snapshot, swapped atomically by [`crate::state::Gateway::apply`]; a request loads it once and
+//! snapshot, swapped atomically by `Gateway::apply`; a request loads it once and
 //! sees one config from start to end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use llmgate_snapshot::{Endpoint, MockModel, Principal, Snapshot};
+use llmgate_snapshot::{Endpoint, MockModel, Snapshot};
 use serde_json::json;
 
+pub mod caller;
+
+pub use self::caller::{Caller, KeyRt, TokenCaller};
+use self::caller::{models_body, team_tag};
+use crate::backend_auth::BackendAuth;
 use crate::http::client::{Clients, UpstreamClient};
-use crate::metrics::{EndpointMetrics, Metrics};
+use crate::identity::Identity;
+use crate::llm::providers::{self, HttpAdapter, Serving};
 use crate::pipeline::budget::BudgetRt;
 use crate::pipeline::policy::{self, Decision};
 use crate::pipeline::ratelimit::LimitRt;
 use crate::pipeline::route::ReplicaState;
-use crate::providers::{self, HttpAdapter, Serving};
+use crate::telemetry::metrics::{EndpointMetrics, Metrics};
 
 pub struct Runtime {
     pub snapshot: Arc<Snapshot>,
@@ -31,13 +36,13 @@ pub struct Runtime {
     pub limits: Vec<LimitRt>,
     pub budgets: Vec<BudgetRt>,
     /// Token verifiers of the snapshot's identity providers, by issuer.
-    pub verifiers: crate::oidc::Verifiers,
+    pub verifiers: crate::identity::oidc::Verifiers,
     /// Signs and verifies gateway tokens, when configured.
-    pub gateway_tokens: Option<crate::login::token::Issuer>,
+    pub gateway_tokens: Option<crate::identity::token::Issuer>,
     /// SAML identity providers.
-    pub saml: Vec<crate::login::saml::ServiceProvider>,
+    pub saml: Vec<crate::identity::saml::ServiceProvider>,
     /// Tokens already verified under this configuration.
-    pub verified_tokens: crate::oidc::VerifiedTokens,
+    pub verified_tokens: crate::identity::oidc::VerifiedTokens,
     /// For fetching identity providers' keys.
     pub idp_client: UpstreamClient,
     /// Per endpoint: the limits whose models cover it.
@@ -45,6 +50,9 @@ pub struct Runtime {
     /// Per endpoint: the budgets whose models cover it.
     budgets_by_endpoint: Vec<Vec<usize>>,
 }
+
+/// What an endpoint of the previous runtime may hand on: its spec, adapter and credentials.
+type OldParts<'a> = (&'a Endpoint, &'a Arc<dyn HttpAdapter>, &'a Arc<BackendAuth>);
 
 pub struct EndpointRt {
     pub spec: Endpoint,
@@ -57,128 +65,11 @@ pub struct EndpointRt {
 pub enum Backend {
     Mock(MockModel),
     Http {
-        adapter: &'static dyn HttpAdapter,
+        adapter: Arc<dyn HttpAdapter>,
+        auth: Arc<BackendAuth>,
         client: UpstreamClient,
         replicas: Vec<Arc<ReplicaState>>,
     },
-}
-
-/// Who a request speaks for.
-#[derive(Debug)]
-pub struct Identity {
-    /// `namespace/name` of the ApiKey resource, for API keys.
-    pub key_id: Option<Arc<str>>,
-    pub principal: Principal,
-    pub team: Option<Arc<str>>,
-    /// Groups from the identity provider (API keys have none).
-    pub groups: Vec<Arc<str>>,
-    /// The principal's name, shared into audit records.
-    pub name: Arc<str>,
-    /// `api_key` or `oidc`.
-    pub auth_method: &'static str,
-    /// `namespace/name` of the IdentityProvider, for tokens.
-    pub provider: Option<Arc<str>>,
-}
-
-/// The caller of one request: an API key (everything precomputed per snapshot) or a verified
-/// token (decided per request).
-pub enum Caller<'r> {
-    Key(&'r KeyRt),
-    Token(Box<TokenCaller>),
-}
-
-pub struct TokenCaller {
-    pub identity: Identity,
-    pub tag: Arc<str>,
-    pub limits: Vec<usize>,
-}
-
-impl Caller<'_> {
-    pub fn identity(&self) -> &Identity {
-        match self {
-            Caller::Key(k) => &k.identity,
-            Caller::Token(t) => &t.identity,
-        }
-    }
-
-    /// Hash tag of the caller's counters (`t:<team>`).
-    pub fn tag(&self) -> &Arc<str> {
-        match self {
-            Caller::Key(k) => &k.tag,
-            Caller::Token(t) => &t.tag,
-        }
-    }
-
-    /// The rate limits whose subjects include this caller.
-    pub fn limits(&self) -> &[usize] {
-        match self {
-            Caller::Key(k) => &k.limits,
-            Caller::Token(t) => &t.limits,
-        }
-    }
-
-    /// The policy decision on endpoint `i`.
-    pub fn decision(&self, rt: &Runtime, i: usize) -> Decision {
-        match self {
-            Caller::Key(k) => k.decisions[i].clone(),
-            Caller::Token(t) => policy::decide(
-                &rt.snapshot.policies,
-                &t.identity,
-                &rt.snapshot.endpoints[i],
-            ),
-        }
-    }
-
-    /// The `GET /v1/models` body: only what this caller may use.
-    pub fn models_body(&self, rt: &Runtime) -> Bytes {
-        match self {
-            Caller::Key(k) => k.models_body.clone(),
-            Caller::Token(_) => {
-                let allowed: Vec<bool> = (0..rt.endpoints.len())
-                    .map(|i| self.decision(rt, i).allowed)
-                    .collect();
-                models_body(&rt.snapshot.endpoints, &allowed, rt.loaded_at)
-            }
-        }
-    }
-
-    /// How the caller is named in a 403.
-    pub fn describe(&self) -> String {
-        let who = self.identity();
-        match (&who.key_id, &who.principal) {
-            (Some(k), _) => format!("API key {k}"),
-            (None, Principal::User(u)) => format!("user {u}"),
-            (None, Principal::ServiceAccount(s)) => format!("service account {s}"),
-        }
-    }
-}
-
-fn models_body(endpoints: &[Endpoint], allowed: &[bool], loaded_at: i64) -> Bytes {
-    let data: Vec<_> = endpoints
-        .iter()
-        .zip(allowed)
-        .filter(|(_, a)| **a)
-        .map(|(ep, _)| model_object(ep, loaded_at))
-        .collect();
-    Bytes::from(serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap_or_default())
-}
-
-fn team_tag(team: Option<&str>) -> Arc<str> {
-    Arc::from(format!("t:{}", team.unwrap_or("-")))
-}
-
-pub struct KeyRt {
-    pub digest: [u8; 32],
-    pub identity: Identity,
-    /// Decision per endpoint index.
-    pub decisions: Vec<Decision>,
-    /// The `GET /v1/models` body for this key.
-    pub models_body: Bytes,
-    /// Hash tag of the caller's counters (`t:<team>`): a caller's limits and budgets share
-    /// one Redis Cluster slot, so one call covers them.
-    pub tag: Arc<str>,
-    /// The rate limits whose subjects include this caller.
-    pub limits: Vec<usize>,
 }
 
 impl Runtime {
@@ -190,6 +81,17 @@ impl Runtime {
         clients: &Clients,
         metrics: &Metrics,
     ) -> Runtime {
+        // An unchanged endpoint keeps its adapter and credentials (and whatever they cache).
+        let old_parts: HashMap<&str, OldParts<'_>> = previous
+            .into_iter()
+            .flat_map(|p| p.endpoints.iter())
+            .filter_map(|e| match &e.backend {
+                Backend::Http { adapter, auth, .. } => {
+                    Some((e.spec.model.as_str(), (&e.spec, adapter, auth)))
+                }
+                Backend::Mock(_) => None,
+            })
+            .collect();
         let old_replicas: HashMap<(&str, &str), &Arc<ReplicaState>> = previous
             .into_iter()
             .flat_map(|p| p.endpoints.iter())
@@ -206,10 +108,21 @@ impl Runtime {
             .endpoints
             .iter()
             .map(|ep| {
-                let backend = match providers::serving(&ep.provider) {
+                let kept = old_parts
+                    .get(ep.model.as_str())
+                    .filter(|(old, ..)| *old == ep);
+                let serving = match kept {
+                    Some((_, adapter, _)) => Serving::Http(Arc::clone(adapter)),
+                    None => providers::build(ep),
+                };
+                let backend = match serving {
                     Serving::Mock(m) => Backend::Mock(m.clone()),
                     Serving::Http(adapter) => Backend::Http {
                         adapter,
+                        auth: kept.map_or_else(
+                            || Arc::new(BackendAuth::build(ep)),
+                            |(_, _, auth)| Arc::clone(auth),
+                        ),
                         client: clients.get(ep.timeouts.connect_ms),
                         replicas: ep
                             .replicas
@@ -263,7 +176,7 @@ impl Runtime {
             })
             .collect();
 
-        let verifiers = crate::oidc::Verifiers::build(
+        let verifiers = crate::identity::oidc::Verifiers::build(
             &snapshot.identity_providers,
             previous.map(|p| &p.verifiers),
         );
@@ -274,13 +187,13 @@ impl Runtime {
             .filter_map(|p| {
                 p.saml
                     .as_ref()
-                    .map(|s| crate::login::saml::ServiceProvider::build(p, s))
+                    .map(|s| crate::identity::saml::ServiceProvider::build(p, s))
             })
             .collect();
         let gateway_tokens = snapshot
             .gateway_tokens
             .as_ref()
-            .map(crate::login::token::Issuer::build);
+            .map(crate::identity::token::Issuer::build);
         // Load the issuers' keys now, so the first token does not wait for them.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             for keys in verifiers.key_sets() {
@@ -370,7 +283,7 @@ impl Runtime {
     }
 
     /// A verified token's caller, with the limits that name them.
-    pub fn token_caller(&self, t: crate::oidc::TokenIdentity) -> TokenCaller {
+    pub fn token_caller(&self, t: crate::identity::TokenIdentity) -> TokenCaller {
         let identity = Identity {
             key_id: None,
             name: Arc::from(t.principal.name()),

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use llmgate_snapshot::{GatewayTokens, Principal, Revocation};
 use serde::{Deserialize, Serialize};
 
-use crate::oidc::{TokenError, TokenIdentity};
+use super::{TokenError, TokenIdentity};
 
 /// `iss` and `aud` of gateway tokens.
 pub const ISSUER: &str = "llmgate";

@@ -1,18 +1,18 @@
 //! Audit records: one per API request, whatever its outcome. [`AuditRecord`] is the contract the
 //! later ClickHouse and S3 sinks write; field names are stable snake_case and only grow.
 //!
-//! Records are handed to a writer thread over a bounded channel so the request path never waits
-//! on disk; a full channel drops the record and counts it in `llmgate_audit_records_dropped_total`.
+//! Records are handed to a writer ([`jsonl`]: JSON lines to stdout or a file, on a plain
+//! thread) over a bounded channel so the request path never waits on disk; a full channel drops
+//! the record and counts it in `llmgate_audit_records_dropped_total`.
 
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+pub mod jsonl;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::types::Usage;
+use crate::llm::types::Usage;
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct AuditRecord {
@@ -89,82 +89,27 @@ pub struct Latency {
     pub total: f64,
 }
 
+pub use jsonl::AuditWriter;
+
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<AuditRecord>,
 }
 
-/// How long the writer lets records gather before writing them: one write and one wake-up per
-/// window instead of one per request, at the cost of records landing this much later.
-const BATCH_WINDOW: Duration = Duration::from_millis(2);
 const QUEUE: usize = 65_536;
 
 impl AuditSink {
     /// Starts the writer thread. `-` writes to stdout; anything else is a file opened for append.
     /// The returned handle finishes once every sink clone is dropped and the queue is written.
     pub fn start(target: &str) -> std::io::Result<(AuditSink, AuditWriter)> {
-        let out: Box<dyn Write + Send> = if target == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            let path = PathBuf::from(target);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?,
-            )
-        };
         // tokio's bounded channel allocates its slots as they fill, not all up front.
         let (tx, rx) = mpsc::channel(QUEUE);
-        // A plain thread: file writes would otherwise go through tokio's blocking pool and cost
-        // a thread hand-off per record.
-        let handle = std::thread::Builder::new()
-            .name("llmgate-audit".into())
-            .spawn(move || write_loop(rx, out))?;
-        Ok((AuditSink { tx }, AuditWriter(handle)))
+        let writer = jsonl::start(target, rx)?;
+        Ok((AuditSink { tx }, writer))
     }
 
     /// Queues a record; false when the queue is full and the record was dropped.
     pub fn send(&self, record: AuditRecord) -> bool {
         self.tx.try_send(record).is_ok()
     }
-}
-
-/// The writer thread.
-pub struct AuditWriter(std::thread::JoinHandle<()>);
-
-impl AuditWriter {
-    /// Waits up to `timeout` for the writer to drain and stop; false if it did not.
-    pub async fn finish(self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while !self.0.is_finished() {
-            if std::time::Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
-    }
-}
-
-fn write_loop(mut rx: mpsc::Receiver<AuditRecord>, out: Box<dyn Write + Send>) {
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
-    // Blocks until the first record of a batch, or returns when every sender is gone.
-    while let Some(first) = rx.blocking_recv() {
-        std::thread::sleep(BATCH_WINDOW);
-        let mut next = Some(first);
-        while let Some(rec) = next {
-            if serde_json::to_writer(&mut out, &rec).is_ok() {
-                let _ = out.write_all(b"\n");
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(e) = out.flush() {
-            tracing::error!(error = %e, "audit log write failed");
-        }
-    }
-    let _ = out.flush();
 }

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use llmgate_snapshot::distribution::{ACK_PATH, Ack, HEARTBEAT_SECS, Health, Message, WATCH_PATH};
 use llmgate_snapshot::{Snapshot, SnapshotContent};
 
-use crate::state::Gateway;
+use crate::gateway::Gateway;
 
 const STATE_FILE: &str = "snapshot.json";
 /// Largest snapshot message accepted.
@@ -139,10 +139,14 @@ impl Subscriber {
             .status()
             .applied_at
             .map(|_| gw.runtime().snapshot.version.clone());
-        let mut uri = format!("{}{WATCH_PATH}?node={}", self.base, urlencode(&self.node));
+        let mut uri = format!(
+            "{}{WATCH_PATH}?node={}",
+            self.base,
+            crate::http::url::encode(&self.node)
+        );
         if let Some(v) = &have {
             uri.push_str("&have=");
-            uri.push_str(&urlencode(v));
+            uri.push_str(&crate::http::url::encode(v));
         }
         let req = Request::get(uri)
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
@@ -317,15 +321,4 @@ fn verified(s: &Snapshot) -> bool {
         gateway_tokens: s.gateway_tokens.clone(),
     };
     Snapshot::new(content).version == s.version
-}
-
-pub(crate) fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

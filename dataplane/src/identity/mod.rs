@@ -1,0 +1,120 @@
+//! Who is calling. [`Identity`] is what every stage reads about the caller, whatever the
+//! credential; the rest of this folder turns credentials other than API keys into one:
+//!
+//! - [`oidc`]: bearer JWTs from `IdentityProvider`s (discovery, JWKS, claims → identity);
+//! - [`saml`]: the SAML 2.0 service provider (AuthnRequest, ACS checks, SP metadata);
+//! - [`token`]: gateway tokens, llmgate's own signed JWTs, with key rotation and revocation;
+//! - [`login`]: the browser-login handlers (OIDC authorization code + PKCE, SAML ACS) that end
+//!   in a gateway token.
+//!
+//! This module is a leaf: it names no other part of the data plane, so the pure stages
+//! (policy, rate limits, budgets) can read an identity without depending on the runtime.
+
+pub mod login;
+pub mod oidc;
+pub mod saml;
+pub mod token;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use llmgate_snapshot::{Principal, TeamRule};
+
+/// Who a request speaks for.
+#[derive(Debug)]
+pub struct Identity {
+    /// `namespace/name` of the ApiKey resource, for API keys.
+    pub key_id: Option<Arc<str>>,
+    pub principal: Principal,
+    pub team: Option<Arc<str>>,
+    /// Groups from the identity provider (API keys have none).
+    pub groups: Vec<Arc<str>>,
+    /// The principal's name, shared into audit records.
+    pub name: Arc<str>,
+    /// `api_key` or `oidc`.
+    pub auth_method: &'static str,
+    /// `namespace/name` of the IdentityProvider, for tokens.
+    pub provider: Option<Arc<str>>,
+}
+
+/// Why a token is refused; each is a 401 with this text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed bearer token")]
+    Malformed,
+    #[error("token signing algorithm is not accepted")]
+    Algorithm,
+    #[error("token issuer is not trusted")]
+    UnknownIssuer,
+    #[error("token signing key is not known to its issuer")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token audience is not accepted")]
+    Audience,
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    #[error("the token issuer's keys cannot be fetched")]
+    KeysUnavailable,
+    #[error("token was revoked")]
+    Revoked,
+    #[error("token nonce does not match the login")]
+    Nonce,
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone)]
+pub struct TokenIdentity {
+    pub principal: Principal,
+    pub groups: Vec<Arc<str>>,
+    pub team: Option<Arc<str>>,
+    /// `namespace/name` of the IdentityProvider.
+    pub provider: Arc<str>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// The caller's team by an IdentityProvider's rules, first that gives one: the team claim (or
+/// SAML attribute), the first group rule the caller's groups match, the service account's team.
+pub fn team_of(
+    rule: &TeamRule,
+    claimed: Option<&str>,
+    groups: &[Arc<str>],
+    principal: &Principal,
+) -> Option<Arc<str>> {
+    claimed
+        .map(Arc::from)
+        .or_else(|| {
+            rule.from_groups
+                .iter()
+                .find(|(g, _)| groups.iter().any(|x| **x == **g))
+                .map(|(_, t)| Arc::from(t.as_str()))
+        })
+        .or_else(|| match principal {
+            Principal::ServiceAccount(sa) => rule
+                .service_accounts
+                .iter()
+                .find(|(s, _)| s == sa)
+                .map(|(_, t)| Arc::from(t.as_str())),
+            Principal::User(_) => None,
+        })
+}
+
+/// `n` random bytes, base64url.
+pub fn random_token(n: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(n))
+}
+
+/// `n` bytes from the OS CSPRNG.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; n];
+    // The system RNG does not fail on supported platforms; a failure leaves zeros, which the
+    // state and request-ID checks still tie to this login's HMAC.
+    let _ = ring::rand::SystemRandom::new().fill(&mut buf);
+    buf
+}

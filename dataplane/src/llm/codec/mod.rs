@@ -1,0 +1,3 @@
+//! Stream framings upstreams answer in: Server-Sent Events ([`sse`]).
+
+pub mod sse;
