@@ -4,8 +4,10 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::object::Object;
 use crate::resources::{
-    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, TeamBudget,
+    AccessPolicySpec, ApiKeySpec, GatewayTokensSpec, IdentityProviderSpec, ModelEndpointSpec,
+    TeamBudgetSpec,
 };
 
 /// One llmgate resource of any kind.
@@ -13,12 +15,12 @@ use crate::resources::{
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Resource {
-    ModelEndpoint(ModelEndpoint),
-    AccessPolicy(AccessPolicy),
-    ApiKey(ApiKey),
-    TeamBudget(TeamBudget),
-    IdentityProvider(IdentityProvider),
-    GatewayTokens(GatewayTokens),
+    ModelEndpoint(Object<ModelEndpointSpec>),
+    AccessPolicy(Object<AccessPolicySpec>),
+    ApiKey(Object<ApiKeySpec>),
+    TeamBudget(Object<TeamBudgetSpec>),
+    IdentityProvider(Object<IdentityProviderSpec>),
+    GatewayTokens(Object<GatewayTokensSpec>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The CRD manifests in `charts/llmgate/crds/` are generated from the Rust types; this test
 //! fails when they are stale. Regenerate with:
 //!
-//!     UPDATE_CRDS=1 cargo test -p llmgate-crds --test crd_manifests
+//!     UPDATE_CRDS=1 cargo test -p llmgate-crds --features kube --test crd_manifests
 
 use std::path::PathBuf;
 
@@ -34,7 +34,7 @@ fn crd_yaml_is_up_to_date() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let path = chart_dir().join(format!("{name}.yaml"));
         let generated = format!(
-            "# Generated from crds/src/resources.rs; do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p llmgate-crds --test crd_manifests\n{}",
+            "# Generated from crds/src/resources/; do not edit.\n# Regenerate: UPDATE_CRDS=1 cargo test -p llmgate-crds --features kube --test crd_manifests\n{}",
             serde_yaml::to_string(&crd).expect("CRD serializes")
         );
         if update {
@@ -44,7 +44,7 @@ fn crd_yaml_is_up_to_date() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "{} is stale; run UPDATE_CRDS=1 cargo test -p llmgate-crds --test crd_manifests",
+            "{} is stale; run UPDATE_CRDS=1 cargo test -p llmgate-crds --features kube --test crd_manifests",
             path.display()
         );
     }

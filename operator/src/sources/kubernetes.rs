@@ -17,8 +17,8 @@ use kube::{Client, Resource, ResourceExt};
 use llmgate_crds::files::{Loaded, Problem};
 use llmgate_crds::status::{Observed, changed_statuses};
 use llmgate_crds::{
-    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, Resources, SecretKeyRef,
-    ServiceBackend, ServiceKey, TeamBudget, compile,
+    AccessPolicy, ApiKey, GatewayTokens, IdentityProvider, ModelEndpoint, Object, Resources,
+    SecretKeyRef, ServiceBackend, ServiceKey, TeamBudget, compile,
 };
 use llmgate_snapshot::{ResourceRef, Secret};
 use serde::de::DeserializeOwned;
@@ -156,12 +156,12 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
     let idps = all(&stores.idps);
     let tokens = all(&stores.tokens);
     let mut resources = Resources {
-        model_endpoints: endpoints.iter().map(|r| (**r).clone()).collect(),
-        access_policies: policies.iter().map(|r| (**r).clone()).collect(),
-        api_keys: keys.iter().map(|r| (**r).clone()).collect(),
-        team_budgets: budgets.iter().map(|r| (**r).clone()).collect(),
-        identity_providers: idps.iter().map(|r| (**r).clone()).collect(),
-        gateway_tokens: tokens.iter().map(|r| (**r).clone()).collect(),
+        model_endpoints: endpoints.iter().map(|r| Object::of(r.as_ref())).collect(),
+        access_policies: policies.iter().map(|r| Object::of(r.as_ref())).collect(),
+        api_keys: keys.iter().map(|r| Object::of(r.as_ref())).collect(),
+        team_budgets: budgets.iter().map(|r| Object::of(r.as_ref())).collect(),
+        identity_providers: idps.iter().map(|r| Object::of(r.as_ref())).collect(),
+        gateway_tokens: tokens.iter().map(|r| Object::of(r.as_ref())).collect(),
         secrets: BTreeMap::new(),
         services: Some(services(&all(&stores.slices))),
     };

@@ -1,9 +1,15 @@
 //! `compile`: these resources in, this snapshot and these errors out.
+//!
+//! Tests of the whole configuration here; tests of one kind in the file named for it, as in
+//! `crds/src/compile/`.
+
+mod limits_and_budgets;
+mod model_endpoint;
 
 use llmgate_crds::{Reason, Resources, SecretKeyRef, compile, parse_documents};
 use llmgate_snapshot::{Effect, ModelSelector, Principal, Provider, Secret, Subject};
 
-fn resources(yaml: &str) -> Resources {
+pub(crate) fn resources(yaml: &str) -> Resources {
     let mut r = Resources::default();
     for doc in parse_documents(yaml).expect("test YAML parses") {
         r.push(doc);
@@ -11,7 +17,13 @@ fn resources(yaml: &str) -> Resources {
     r
 }
 
-fn with_secret(mut r: Resources, ns: &str, name: &str, key: &str, value: &str) -> Resources {
+pub(crate) fn with_secret(
+    mut r: Resources,
+    ns: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Resources {
     r.secrets.insert(
         SecretKeyRef {
             namespace: ns.into(),
@@ -225,97 +237,6 @@ spec:
     assert_eq!(rules[0].models, vec![ModelSelector::Name("m2".into())]);
 }
 
-#[test]
-fn two_endpoints_claiming_one_model_conflict() {
-    let yaml = r#"
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {name: a}
-spec: {model: m, provider: mock}
----
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {name: b}
-spec: {model: m, provider: mock}
-"#;
-    let c = compile(&resources(yaml));
-    assert_eq!(c.errors.len(), 1);
-    assert_eq!(c.errors[0].reason, Reason::Conflict);
-    assert_eq!(c.errors[0].resource.name, "b");
-    assert!(c.errors[0].message.contains("ModelEndpoint default/a"));
-    assert_eq!(c.snapshot.endpoints[0].source.name, "a");
-}
-
-#[test]
-fn service_replicas_become_one_replica_per_ready_endpoint() {
-    use llmgate_crds::{ServiceBackend, ServiceKey};
-    use std::collections::BTreeMap;
-    let yaml = r#"
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {name: llama, namespace: ai}
-spec:
-  model: llama
-  provider: openai-compatible
-  replicas:
-    - service: {name: vllm, port: http}
-    - url: http://static:8000/v1
----
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {name: gone, namespace: ai}
-spec:
-  model: gone
-  provider: openai-compatible
-  replicas: [{service: {name: nothing}}]
-"#;
-    let backend = |ip: &str, pod: &str| ServiceBackend {
-        address: ip.into(),
-        ports: BTreeMap::from([("http".to_string(), 8000), ("metrics".to_string(), 9000)]),
-        target: Some(pod.into()),
-    };
-    let mut r = resources(yaml);
-    r.services = Some(BTreeMap::from([(
-        ServiceKey {
-            namespace: "ai".into(),
-            name: "vllm".into(),
-        },
-        vec![backend("10.1.0.7", "vllm-0"), backend("fd00::8", "vllm-1")],
-    )]));
-    let c = compile(&r);
-    let llama = &c.snapshot.endpoints[0];
-    let got: Vec<(&str, &str)> = llama
-        .replicas
-        .iter()
-        .map(|r| (r.name.as_str(), r.url.as_str()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            ("vllm/vllm-0", "http://10.1.0.7:8000/v1"),
-            ("vllm/vllm-1", "http://[fd00::8]:8000/v1"),
-            ("static:8000", "http://static:8000/v1"),
-        ]
-    );
-    assert_eq!(c.errors.len(), 1);
-    assert_eq!(c.errors[0].resource.name, "gone");
-    assert_eq!(c.errors[0].reason, Reason::DanglingRef);
-    assert!(
-        c.errors[0]
-            .message
-            .contains("service ai/nothing has no ready endpoints")
-    );
-
-    // From files there are no Services to resolve: say so.
-    r.services = None;
-    let c = compile(&r);
-    assert!(
-        c.errors
-            .iter()
-            .any(|e| e.field == "spec.replicas[0].service" && e.reason == Reason::Invalid)
-    );
-}
-
 /// The whole compiled snapshot of BASE, pinned in `tests/golden/base.snapshot.json`: any change
 /// in what compile produces shows up in review. Regenerate with
 /// `UPDATE_GOLDEN=1 cargo test -p llmgate-crds --test compile`.
@@ -338,94 +259,4 @@ fn compiled_snapshot_matches_the_golden_file() {
         generated,
         "compile output changed; if intended, run UPDATE_GOLDEN=1 cargo test -p llmgate-crds --test compile"
     );
-}
-
-#[test]
-fn rate_limits_and_budgets_compile_and_broken_ones_are_left_out_whole() {
-    let yaml = r#"
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {name: gpt-4}
-spec: {model: gpt-4, provider: mock, pricing: {inputPerMillion: 30, outputPerMillion: 60}, maxOutputTokens: 8192}
----
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {name: llama}
-spec: {model: llama-3, provider: mock}
----
-apiVersion: llmgate.dev/v1alpha1
-kind: AccessPolicy
-metadata: {name: limits}
-spec:
-  rateLimits:
-    - name: per-user
-      per: [user, model, user]
-      window: minute
-      requests: 60
-      tokens: 100000
-    - name: ghost
-      subjects: [{apiKey: nobody}]
-      window: hour
-      requests: 1
-    - name: per-user
-      window: day
-      requests: 5
----
-apiVersion: llmgate.dev/v1alpha1
-kind: TeamBudget
-metadata: {name: eng}
-spec:
-  team: eng
-  amountUsd: 100.5
-  period: month
-  timeZone: Europe/Berlin
-  models: [gpt-4]
-  fallback: [llama-3]
-  alerts: {webhookUrl: "http://hooks.example/budget"}
----
-apiVersion: llmgate.dev/v1alpha1
-kind: TeamBudget
-metadata: {name: broken}
-spec:
-  team: "*"
-  amountUsd: 1
-  period: day
-  timeZone: Mars/Olympus
-  models: ["gpt-*"]
-  fallback: [gpt-4, nope]
-"#;
-    let c = compile(&resources(yaml));
-    let got: Vec<_> = c
-        .errors
-        .iter()
-        .map(|e| format!("{} {} {}", e.resource.name, e.field, e.reason.as_str()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            "limits spec.rateLimits[1].subjects[0].apiKey DanglingRef",
-            "limits spec.rateLimits[2].name Conflict",
-            "broken spec.fallback[0] Invalid",
-            "broken spec.fallback[1] DanglingRef",
-            "broken spec.timeZone Invalid",
-        ]
-    );
-    let limits = &c.snapshot.rate_limits;
-    assert_eq!(limits.len(), 1, "the broken limit is left out whole");
-    assert_eq!(
-        limits[0].per,
-        vec![
-            llmgate_snapshot::LimitDimension::User,
-            llmgate_snapshot::LimitDimension::Model
-        ]
-    );
-    assert_eq!(limits[0].fail_mode, llmgate_snapshot::FailMode::Open);
-    assert_eq!(c.snapshot.budgets.len(), 1);
-    let b = &c.snapshot.budgets[0];
-    assert_eq!(b.amount_micros, 100_500_000);
-    assert_eq!(b.fallback, vec!["llama-3".to_string()]);
-    assert_eq!(b.alert_thresholds, vec![50, 80, 100]);
-    assert_eq!(b.fail_mode, llmgate_snapshot::FailMode::Closed);
-    assert_eq!(c.snapshot.endpoints[0].max_output_tokens, 8192);
-    assert_eq!(c.snapshot.endpoints[1].max_output_tokens, 4096);
 }

@@ -1,0 +1,95 @@
+//! ModelEndpoint: one endpoint per model name, Service replicas.
+
+use super::resources;
+use llmgate_crds::{Reason, compile};
+
+#[test]
+fn two_endpoints_claiming_one_model_conflict() {
+    let yaml = r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: a}
+spec: {model: m, provider: mock}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: b}
+spec: {model: m, provider: mock}
+"#;
+    let c = compile(&resources(yaml));
+    assert_eq!(c.errors.len(), 1);
+    assert_eq!(c.errors[0].reason, Reason::Conflict);
+    assert_eq!(c.errors[0].resource.name, "b");
+    assert!(c.errors[0].message.contains("ModelEndpoint default/a"));
+    assert_eq!(c.snapshot.endpoints[0].source.name, "a");
+}
+
+#[test]
+fn service_replicas_become_one_replica_per_ready_endpoint() {
+    use llmgate_crds::{ServiceBackend, ServiceKey};
+    use std::collections::BTreeMap;
+    let yaml = r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: llama, namespace: ai}
+spec:
+  model: llama
+  provider: openai-compatible
+  replicas:
+    - service: {name: vllm, port: http}
+    - url: http://static:8000/v1
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: gone, namespace: ai}
+spec:
+  model: gone
+  provider: openai-compatible
+  replicas: [{service: {name: nothing}}]
+"#;
+    let backend = |ip: &str, pod: &str| ServiceBackend {
+        address: ip.into(),
+        ports: BTreeMap::from([("http".to_string(), 8000), ("metrics".to_string(), 9000)]),
+        target: Some(pod.into()),
+    };
+    let mut r = resources(yaml);
+    r.services = Some(BTreeMap::from([(
+        ServiceKey {
+            namespace: "ai".into(),
+            name: "vllm".into(),
+        },
+        vec![backend("10.1.0.7", "vllm-0"), backend("fd00::8", "vllm-1")],
+    )]));
+    let c = compile(&r);
+    let llama = &c.snapshot.endpoints[0];
+    let got: Vec<(&str, &str)> = llama
+        .replicas
+        .iter()
+        .map(|r| (r.name.as_str(), r.url.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("vllm/vllm-0", "http://10.1.0.7:8000/v1"),
+            ("vllm/vllm-1", "http://[fd00::8]:8000/v1"),
+            ("static:8000", "http://static:8000/v1"),
+        ]
+    );
+    assert_eq!(c.errors.len(), 1);
+    assert_eq!(c.errors[0].resource.name, "gone");
+    assert_eq!(c.errors[0].reason, Reason::DanglingRef);
+    assert!(
+        c.errors[0]
+            .message
+            .contains("service ai/nothing has no ready endpoints")
+    );
+
+    // From files there are no Services to resolve: say so.
+    r.services = None;
+    let c = compile(&r);
+    assert!(
+        c.errors
+            .iter()
+            .any(|e| e.field == "spec.replicas[0].service" && e.reason == Reason::Invalid)
+    );
+}
