@@ -36,6 +36,8 @@ pub mod sources;
 pub mod telemetry;
 
 #[cfg(test)]
+mod contracts;
+#[cfg(test)]
 mod test_support;
 
 use std::sync::Arc;

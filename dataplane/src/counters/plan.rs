@@ -157,7 +157,7 @@ impl SettleItem {
 
     /// Marks the item to apply once, for a replay that may repeat a call that timed out but
     /// was executed.
-    pub(super) fn once(mut self) -> SettleItem {
+    pub(crate) fn once(mut self) -> SettleItem {
         let id = format!("{:032x}", fastrand::u128(..));
         match &mut self {
             SettleItem::Rate { tag, once, .. } | SettleItem::Budget { tag, once, .. } => {

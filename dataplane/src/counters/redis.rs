@@ -18,9 +18,9 @@ use redis::{Cmd, Value};
 
 use super::{BudgetSettled, Check, CheckKind, CheckState, Plan, SettleItem, StoreError, Verdict};
 
-const LIBRARY: &str = include_str!("llmgate_v1.lua");
-const ADMIT: &str = "llmgate_admit_v1";
-const SETTLE: &str = "llmgate_settle_v1";
+pub(crate) const LIBRARY: &str = include_str!("llmgate_v1.lua");
+pub(crate) const ADMIT: &str = "llmgate_admit_v1";
+pub(crate) const SETTLE: &str = "llmgate_settle_v1";
 
 #[derive(Clone)]
 enum Conn {

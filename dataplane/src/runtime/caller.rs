@@ -95,7 +95,7 @@ pub(super) fn models_body(endpoints: &[Endpoint], allowed: &[bool], loaded_at: i
     Bytes::from(serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap_or_default())
 }
 
-pub(super) fn team_tag(team: Option<&str>) -> Arc<str> {
+pub(crate) fn team_tag(team: Option<&str>) -> Arc<str> {
     Arc::from(format!("t:{}", team.unwrap_or("-")))
 }
 
