@@ -1,7 +1,7 @@
 //! Configuration from files: a directory of llmgate YAML (nested folders, multi-document
 //! files) read, parsed and compiled into a snapshot, with every problem located by file,
-//! resource and field. Shared by the data plane's standalone mode, the operator's directory
-//! source and the CLI, so all of them read files the same way. This module does file I/O;
+//! resource and field. Shared by the data plane's standalone mode and the operator's directory
+//! source, so both read files the same way. This module does file I/O;
 //! [`crate::compile`] itself stays pure.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,9 +1,11 @@
 //! llmgate operator: the control loop that turns desired state into one snapshot for the fleet.
 //!
-//! `sources/` read the desired state (a directory of YAML today); [`compile`] turns it into a
-//! snapshot with `llmgate_crds` and publishes it only when its content hash changed;
-//! [`distribute`] streams every published version to subscribed data planes and records their
-//! acknowledgements in the [`fleet`]; [`admin`] shows all of it.
+//! The loop, in the order of its files: `sources/` read the desired state (the Kubernetes API
+//! server, or a directory of YAML); [`compile`] turns it into a snapshot with `llmgate_crds` and
+//! publishes it only when its content hash changed; [`status`] writes each resource's
+//! conditions (the [`leader`] only); [`distribute`] streams every published version to
+//! subscribed data planes and records their acknowledgements in the [`fleet`]; [`admin`] shows
+//! all of it.
 
 pub mod admin;
 pub mod compile;
