@@ -4,7 +4,6 @@
 //! rollout). Regenerate after an intended change with `UPDATE_GOLDEN=1 cargo test -p
 //! llmgate-dataplane --lib contracts` and say in the change why the contract moved.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use llmgate_snapshot::{
@@ -18,24 +17,7 @@ use crate::llm::types::Usage;
 use crate::pipeline::budget::BudgetRt;
 use crate::pipeline::ratelimit::LimitRt;
 use crate::runtime::caller::team_tag;
-use crate::test_support::endpoint;
-
-fn golden(name: &str, generated: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().expect("golden dir")).expect("create golden dir");
-        std::fs::write(&path, generated).expect("write golden file");
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    pretty_assertions::assert_eq!(
-        committed,
-        generated,
-        "{} changed; if intended: UPDATE_GOLDEN=1 cargo test -p llmgate-dataplane --lib contracts",
-        path.display()
-    );
-}
+use crate::test_support::{endpoint, golden};
 
 fn source(kind: &str, name: &str) -> ResourceRef {
     ResourceRef {

@@ -1,4 +1,6 @@
-//! Builders for unit tests.
+//! Builders and golden files for unit tests.
+
+use std::path::PathBuf;
 
 use llmgate_snapshot::{Endpoint, Failover, Pricing, Provider, ResourceRef, Timeouts};
 
@@ -22,4 +24,22 @@ pub fn endpoint(model: &str, upstream: &str) -> Endpoint {
         owned_by: "test".into(),
         created: 0,
     }
+}
+
+/// Compares `generated` with `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites the file.
+pub fn golden(name: &str, generated: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("golden dir")).expect("create golden dir");
+        std::fs::write(&path, generated).expect("write golden file");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    pretty_assertions::assert_eq!(
+        committed,
+        generated,
+        "{} changed; if intended: UPDATE_GOLDEN=1 cargo test -p llmgate-dataplane --lib",
+        path.display()
+    );
 }

@@ -15,6 +15,7 @@
 //! | `slow-stream:<ms>` | waits between stream chunks |
 //! | `drop-mid-stream` | sends two chunks, then drops the connection |
 //! | `chunks:<n>` | `n` content chunks |
+//! | `bill-asked` | bills every sequence it was asked for at full length, reading the length fields as the servers that read most do (below) |
 //! | anything else | `echo: <last user message>`, one word per chunk |
 //!
 //! With `tools` in the request the reply is a call of the first tool (streamed as fragments
@@ -59,6 +60,45 @@ pub struct Stats {
     pub chunks_sent: AtomicU64,
     /// Requests that asked for `stream_options.include_usage`.
     pub usage_requested: AtomicU64,
+    /// What `bill-asked` reported as used: every sequence at its full asked length.
+    pub prompt_tokens_billed: AtomicU64,
+    pub completion_tokens_billed: AtomicU64,
+}
+
+/// The context a `bill-asked` model runs to when nothing limits it.
+pub const BILL_ASKED_CONTEXT: u64 = 32_768;
+
+/// Output tokens a server generates when it reads the length fields the way the most generous
+/// of vLLM (`max_completion_tokens`, `max_tokens`, `min_tokens`, `n`, `best_of`), llama.cpp
+/// (`n_predict` before `max_tokens`, negative = the whole context), TGI (`max_new_tokens`)
+/// and Ollama (`num_predict`, `options.num_predict`) would: the largest of them, for each of
+/// `max(n, best_of)` sequences.
+pub fn asked_tokens(req: &Value) -> u64 {
+    let lengths = [
+        &req["max_completion_tokens"],
+        &req["max_tokens"],
+        &req["min_tokens"],
+        &req["n_predict"],
+        &req["max_new_tokens"],
+        &req["num_predict"],
+        &req["options"]["num_predict"],
+    ];
+    let mut per_choice: Option<u64> = None;
+    for v in lengths {
+        let n = match v.as_i64() {
+            Some(n) if n < 0 => BILL_ASKED_CONTEXT,
+            Some(n) => n as u64,
+            None => continue,
+        };
+        per_choice = Some(per_choice.map_or(n, |p| p.max(n)));
+    }
+    let choices = [&req["n"], &req["best_of"]]
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    per_choice.unwrap_or(BILL_ASKED_CONTEXT) * choices
 }
 
 struct Shared {
@@ -326,10 +366,19 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let tool = req["tools"][0]["function"]["name"]
         .as_str()
         .map(str::to_owned);
-    let completion_tokens = if kind == "tokens" {
-        words.iter().map(|w| w.len() as u64 / 4).sum()
-    } else {
-        words.len() as u64
+    let completion_tokens = match kind {
+        "tokens" => words.iter().map(|w| w.len() as u64 / 4).sum(),
+        "bill-asked" => {
+            let billed = asked_tokens(&req);
+            s.stats
+                .prompt_tokens_billed
+                .fetch_add(prompt_tokens, Ordering::Relaxed);
+            s.stats
+                .completion_tokens_billed
+                .fetch_add(billed, Ordering::Relaxed);
+            billed
+        }
+        _ => words.len() as u64,
     };
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens});

@@ -332,22 +332,11 @@ impl Gateway {
         body: Option<Value>,
         key: Option<&str>,
     ) -> Reply {
-        let resp = self
-            .send(method, path, body.map(|b| b.to_string()), key)
-            .await;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Reply {
-            status,
-            headers,
-            body: bytes,
-        }
+        Reply::read(
+            self.send(method, path, body.map(|b| b.to_string()), key)
+                .await,
+        )
+        .await
     }
 
     /// `POST /v1/chat/completions` with the test key; the caller reads the (SSE) body.
@@ -400,6 +389,23 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The whole response, body read to its end.
+    pub async fn read(resp: http::Response<Incoming>) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))

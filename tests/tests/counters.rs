@@ -755,3 +755,191 @@ async fn a_clamping_budget_shortens_the_answer_to_what_it_can_pay_for() {
     assert_eq!(audit[1]["max_tokens_clamped"], 300);
     assert_eq!(audit[1]["counters"], "memory");
 }
+
+/// The overshoot bound, tried as a hostile caller would: 300 concurrent requests over three
+/// replicas, each carrying length and choice fields a self-hosted server reads, against an
+/// upstream that bills every sequence it was asked for at full length. What it billed never
+/// exceeds the budget, and the budget was spent close to the end (the test is not vacuous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn length_and_choice_fields_cannot_outrun_a_budget() {
+    use std::sync::atomic::Ordering;
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    // $1 per million prompt tokens, $10 per million output tokens (10 µ$ each); at most 2000
+    // output tokens per sequence.
+    let mut c = model_yaml("local", "bill-asked", &fake.base_url(), 1.0, 10.0, "")
+        .replace("maxOutputTokens: 16000", "maxOutputTokens: 2000");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: daily}\nspec: {team: llm-engineering, amountUsd: 0.5, period: day}\n";
+    let gws = start_replicas(
+        &c,
+        3,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
+    let hostile = [
+        json!({"n": 4, "max_tokens": 10}),
+        json!({"max_tokens": 10, "n_predict": 2000}),
+        json!({"max_completion_tokens": 1, "max_tokens": 3000}),
+        json!({"max_tokens": 5, "max_new_tokens": 2500}),
+        json!({"n": 3}),
+        json!({"n_predict": -1}),
+        json!({"max_tokens": 1, "min_tokens": 1500}),
+        json!({"best_of": 5, "max_tokens": 100}),
+        json!({"num_predict": 1, "options": {"num_predict": 30000}}),
+        json!({"max_tokens": 20, "stream": true}),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..300usize {
+        let gw = &gws[i % 3];
+        let mut body = hostile[i % hostile.len()].clone();
+        body["model"] = json!("local");
+        body["messages"] = json!([{"role": "user", "content": format!("request {i}")}]);
+        tasks.push(async move {
+            if body["stream"] == json!(true) {
+                chat_streamed(gw, ENG, body).await.0
+            } else {
+                chat(gw, ENG, body).await.status.as_u16()
+            }
+        });
+    }
+    let statuses = futures_util::future::join_all(tasks).await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(served + refused, 300, "only 200 or 429: {statuses:?}");
+    assert!(
+        served > 5 && refused > 0,
+        "{served} served, {refused} refused"
+    );
+
+    let k = budget_key("llm-engineering", "daily");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.hget_i64(&k, "reserved") != 0 {
+        assert!(Instant::now() < deadline, "reservations were not settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let prompt = fake.stats.prompt_tokens_billed.load(Ordering::Relaxed);
+    let completion = fake.stats.completion_tokens_billed.load(Ordering::Relaxed);
+    let billed_micros = prompt + completion * 10;
+    assert!(
+        billed_micros <= 500_000,
+        "the upstream billed {billed_micros} µ$ ({prompt} prompt, {completion} output tokens) on a 500000 µ$ budget"
+    );
+    // What llmgate charged is what the upstream billed, and it reached the budget's end: the
+    // largest request left unserved costs 3 × 2000 × 10 µ$.
+    let spent = redis.hget_i64(&k, "spent");
+    assert_eq!(spent as u64, billed_micros, "charged equals billed");
+    assert!(spent > 500_000 - 60_000 - 1000, "spent only {spent}");
+}
+
+/// Token limits reserve every sequence, refuse a length no model can produce instead of
+/// wrapping it into a tiny reservation, and estimate a prompt llmgate cannot fully read by its
+/// bytes rather than as nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_limits_count_every_sequence_and_never_wrap() {
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let mut c = model_yaml("writer", "bill-asked", &fake.base_url(), 1.0, 1.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: everyone}
+spec:
+  rules:
+    - subjects: [{authenticated: true}]
+      models: ["*"]
+  rateLimits:
+    - name: team-tokens
+      per: [team]
+      window: hour
+      tokens: 20000
+"#;
+    let gw = Gateway::start(&c, &[]).await;
+    let msg = json!([{"role": "user", "content": "write"}]);
+    let remaining = |r: &Reply| -> u64 {
+        r.header("x-ratelimit-remaining-tokens")
+            .parse()
+            .expect("remaining tokens header")
+    };
+
+    for max in ["18446744073709551615", "18446744073709551600", "16001"] {
+        let body = format!(
+            r#"{{"model":"writer","max_tokens":{max},"messages":[{{"role":"user","content":"x"}}]}}"#
+        );
+        let r = gw
+            .send("POST", "/v1/chat/completions", Some(body), Some(ENG))
+            .await;
+        assert_eq!(r.status(), 400, "max_tokens {max}");
+        let r = Reply::read(r).await;
+        assert_eq!(r.json()["error"]["param"], "max_tokens", "{:?}", r.json());
+    }
+    let r = chat(
+        &gw,
+        ENG,
+        json!({"model": "writer", "messages": msg, "n": 129}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "n");
+
+    // 8 sequences of 3000 tokens cannot fit in 20000, whatever one sequence needs.
+    let r = chat(
+        &gw,
+        ENG,
+        json!({"model": "writer", "messages": msg, "n": 8, "max_tokens": 3000}),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(
+        fake.stats.chat.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    // Two sequences of 100: 200 output tokens reserved, and the upstream is told 100 in both
+    // fields it may read, with the alias gone.
+    let r = chat(
+        &gw,
+        ENG,
+        json!({"model": "writer", "messages": msg, "n": 2, "max_tokens": 100, "n_predict": 4000}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert!(remaining(&r) <= 20000 - 200, "{}", remaining(&r));
+    let sent = fake.last_request();
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(sent["max_completion_tokens"], 100);
+    assert_eq!(sent["n"], 2);
+    assert!(sent.get("n_predict").is_none(), "{sent}");
+    assert_eq!(r.json()["usage"]["completion_tokens"], 200);
+
+    // 2000 words with a part nested deeper than the JSON parser follows: still ~2000 tokens.
+    let deep = format!("{}0{}", "[".repeat(130), "]".repeat(130));
+    let body = format!(
+        r#"{{"model":"writer","max_tokens":1,"messages":[{{"role":"user","content":[{{"type":"text","text":"{}","x":{deep}}}]}}]}}"#,
+        "word ".repeat(2000)
+    );
+    let before = {
+        let r = chat(
+            &gw,
+            ENG,
+            json!({"model": "writer", "messages": msg, "max_tokens": 1}),
+        )
+        .await;
+        remaining(&r)
+    };
+    let r = Reply::read(
+        gw.send("POST", "/v1/chat/completions", Some(body), Some(ENG))
+            .await,
+    )
+    .await;
+    // The fake's JSON parser stops at 128 levels where Python's (vLLM) does not: its 400 comes
+    // back, after the reservation was made.
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    assert!(
+        before - remaining(&r) >= 2000,
+        "the deep prompt reserved only {} tokens",
+        before - remaining(&r)
+    );
+}

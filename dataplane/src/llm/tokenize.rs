@@ -41,11 +41,24 @@ struct Message<'a> {
     tool_calls: Option<&'a RawValue>,
 }
 
+/// An upper bound for JSON llmgate cannot read as text: its length in bytes (a BPE token is
+/// never shorter than one byte). An estimate must never collapse to ~0 for a shape the
+/// upstream may still accept.
+fn unread(raw: &RawValue) -> u64 {
+    raw.get().len() as u64
+}
+
 /// Prompt tokens of a chat request's `messages` (and `tools`, when present), with margin.
 pub fn chat_prompt(messages: &RawValue, tools: Option<&RawValue>) -> u64 {
-    let msgs: Vec<Message<'_>> = serde_json::from_str(messages.get()).unwrap_or_default();
-    let mut n = 3;
-    for m in &msgs {
+    let Ok(msgs) = serde_json::from_str::<Vec<&RawValue>>(messages.get()) else {
+        return with_margin(unread(messages));
+    };
+    let mut n: u64 = 3;
+    for raw in msgs {
+        let Ok(m) = serde_json::from_str::<Message<'_>>(raw.get()) else {
+            n += unread(raw);
+            continue;
+        };
         n += 3;
         n += m.role.map(text_tokens).unwrap_or(0);
         n += m.content.map(text_tokens).unwrap_or(0);
@@ -59,41 +72,49 @@ pub fn chat_prompt(messages: &RawValue, tools: Option<&RawValue>) -> u64 {
     if let Some(t) = tools {
         n += count(t.get());
     }
+    with_margin(n)
+}
+
+fn with_margin(n: u64) -> u64 {
     n + n * MARGIN_PERCENT / 100
 }
 
 /// Tokens of an embeddings `input`: a string, strings, or token arrays.
 pub fn embeddings_input(input: &RawValue) -> u64 {
-    let v: Value = serde_json::from_str(input.get()).unwrap_or(Value::Null);
-    let n = match &v {
-        Value::String(s) => count(s),
-        Value::Array(items) => items
+    let n = match serde_json::from_str::<Value>(input.get()) {
+        Ok(Value::String(s)) => count(&s),
+        Ok(Value::Array(items)) => items
             .iter()
             .map(|i| match i {
                 Value::String(s) => count(s),
                 Value::Array(tokens) => tokens.len() as u64,
                 Value::Number(_) => 1,
-                _ => 0,
+                other => other.to_string().len() as u64,
             })
             .sum(),
-        _ => 0,
+        _ => unread(input),
     };
-    n + n * MARGIN_PERCENT / 100
+    with_margin(n)
 }
 
 /// Tokens of a content value: a string, or an array of parts whose text parts count (an image
-/// part is reserved at 85 tokens, OpenAI's low-detail price).
+/// part is reserved at 85 tokens, OpenAI's low-detail price). Anything else counts as its
+/// bytes.
 fn text_tokens(raw: &RawValue) -> u64 {
     match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::String(s)) => count(&s),
         Ok(Value::Array(parts)) => parts
             .iter()
-            .map(|p| match p.get("text").and_then(Value::as_str) {
-                Some(t) => count(t),
-                None => 85,
-            })
+            .map(
+                |p| match (p.get("text").and_then(Value::as_str), p.get("type")) {
+                    (Some(t), _) => count(t),
+                    (None, Some(Value::String(k))) if k == "image_url" => 85,
+                    _ => p.to_string().len() as u64,
+                },
+            )
             .sum(),
-        _ => 0,
+        Ok(Value::Null) => 0,
+        _ => unread(raw),
     }
 }
 
@@ -117,5 +138,29 @@ mod tests {
         ));
         assert!(chat_prompt(&long, None) >= 1000);
         assert_eq!(embeddings_input(&raw("[[1,2,3],[4]]")), 4);
+    }
+
+    /// Shapes the parser cannot read (a non-object message, content nested deeper than
+    /// serde_json's recursion limit) are counted by their bytes, never as nothing.
+    #[test]
+    fn unreadable_shapes_never_collapse() {
+        let words = "word ".repeat(2000);
+        let deep = format!("{}0{}", "[".repeat(200), "]".repeat(200));
+        let m = raw(&format!(
+            r#"[{{"role":"user","content":[{{"type":"text","text":"{words}","x":{deep}}}]}}]"#
+        ));
+        assert!(chat_prompt(&m, None) >= 2000, "{}", chat_prompt(&m, None));
+        let m = raw(&format!(r#"[{{"role":"user","content":"{words}"}}, 7]"#));
+        assert!(chat_prompt(&m, None) >= 2000);
+        let m = raw(&format!(
+            r#"[{{"role":"user","content":{{"odd":"{words}"}}}}]"#
+        ));
+        assert!(chat_prompt(&m, None) >= 2000);
+        let m = raw(&format!(
+            r#"[{{"role":"user","content":[{{"type":"input_audio","input_audio":{{"data":"{words}"}}}}]}}]"#
+        ));
+        assert!(chat_prompt(&m, None) >= 2000);
+        assert!(embeddings_input(&raw(&format!(r#"[{{"x":"{words}"}}]"#))) >= 2000);
+        assert!(embeddings_input(&raw(&format!(r#"{{"x":"{words}"}}"#))) >= 2000);
     }
 }

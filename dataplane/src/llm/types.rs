@@ -56,7 +56,7 @@ impl<'a> RawObject<'a> {
                 None,
             ));
         }
-        serde_json::from_slice(body).map_err(|e| {
+        let obj: RawObject<'a> = serde_json::from_slice(body).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
                 Category::Data => {
@@ -64,7 +64,22 @@ impl<'a> RawObject<'a> {
                 }
                 _ => GatewayError::InvalidJson(e.to_string()),
             }
-        })
+        })?;
+        if let Some(k) = obj.repeated_key() {
+            return Err(GatewayError::bad_request(
+                format!("'{k}' appears more than once in the request body"),
+                None,
+            ));
+        }
+        Ok(obj)
+    }
+
+    /// A key that occurs twice. Parsers differ on which copy wins, so a body that repeats one
+    /// could make llmgate reserve for one value while the upstream acts on another.
+    fn repeated_key(&self) -> Option<&str> {
+        let mut keys: Vec<&str> = self.fields.iter().map(|(k, _)| k.as_ref()).collect();
+        keys.sort_unstable();
+        keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
     }
 
     /// The value of a field (the last one, if the key repeats).
@@ -91,9 +106,9 @@ impl<'a> RawObject<'a> {
         }
     }
 
-    /// Writes the object with some fields replaced (`Some`) or removed (`None`), and extra
-    /// fields appended; every other field is copied byte for byte.
-    fn write(&self, replace: &[(&str, Option<&[u8]>)], append: &[(&str, &[u8])]) -> Bytes {
+    /// Writes the object with the `edits` applied, every other field byte for byte. A set field
+    /// keeps its place, or is appended when absent.
+    fn write(&self, edits: &[(&str, Edit<'_>)]) -> Bytes {
         let size = self
             .fields
             .iter()
@@ -114,18 +129,29 @@ impl<'a> RawObject<'a> {
             out.extend_from_slice(v);
         };
         for (k, v) in &self.fields {
-            match replace.iter().find(|(r, _)| *r == k.as_ref()) {
-                Some((_, Some(new))) => field(&mut out, k, new),
-                Some((_, None)) => {}
+            match edits.iter().find(|(e, _)| *e == k.as_ref()) {
+                Some((_, Edit::Set(new))) => field(&mut out, k, new),
+                Some((_, Edit::Remove)) => {}
                 None => field(&mut out, k, v.get().as_bytes()),
             }
         }
-        for (k, v) in append {
-            field(&mut out, k, v);
+        for (k, e) in edits {
+            if let Edit::Set(v) = e
+                && self.get(k).is_none()
+            {
+                field(&mut out, k, v);
+            }
         }
         out.push(b'}');
         Bytes::from(out)
     }
+}
+
+/// One change [`RawObject::write`] makes to a top-level field.
+enum Edit<'b> {
+    /// The field gets this JSON value (appended when absent).
+    Set(&'b [u8]),
+    Remove,
 }
 
 fn required_model(obj: &RawObject<'_>) -> Result<String, GatewayError> {
@@ -140,6 +166,36 @@ fn json_string(s: &str) -> Vec<u8> {
     serde_json::to_vec(s).unwrap_or_default()
 }
 
+/// Where one provider reads the output-length limit of a chat request. When a budget or a
+/// token limit applies, the limit llmgate reserved is written to every field the provider
+/// reads, and the aliases other servers read are removed, so no field the reservation did not
+/// see can make the upstream generate more. Each adapter declares its own.
+#[derive(Debug)]
+pub struct LengthFields {
+    /// Top-level fields that carry the reserved limit (added when absent).
+    pub write: &'static [&'static str],
+    /// Top-level fields removed.
+    pub remove: &'static [&'static str],
+    /// `(object, field)`: a field removed from a top-level object (Ollama's `options`).
+    pub remove_nested: &'static [(&'static str, &'static str)],
+    /// Top-level fields lowered to the limit when above it (vLLM's `min_tokens`).
+    pub at_most: &'static [&'static str],
+}
+
+/// The length fields llmgate reads as the caller's output limit, in order of precedence: the
+/// OpenAI ones, then those llama.cpp, TGI and Ollama read. A negative `n_predict` (llama.cpp's
+/// "until the context is full") is no limit.
+const ASKED_FIELDS: [&str; 5] = [
+    "max_completion_tokens",
+    "max_tokens",
+    "n_predict",
+    "max_new_tokens",
+    "num_predict",
+];
+
+/// The most choices one request may ask for (`n`, `best_of`), as OpenAI allows.
+pub const MAX_CHOICES: u64 = 128;
+
 /// `POST /v1/chat/completions`.
 #[derive(Debug)]
 pub struct ChatRequest<'a> {
@@ -147,8 +203,10 @@ pub struct ChatRequest<'a> {
     stream: bool,
     include_usage: bool,
     messages: &'a RawValue,
-    /// `max_completion_tokens`, else `max_tokens`.
-    max_output: Option<u64>,
+    /// The caller's output limit and the field it came from ([`ASKED_FIELDS`]).
+    max_output: Option<(u64, &'static str)>,
+    /// Sequences the upstream generates: the larger of `n` and `best_of`.
+    choices: u64,
     /// The output limit the gateway sends instead (reserved by a budget or token limit).
     cap: Option<u64>,
     body: RawObject<'a>,
@@ -177,17 +235,43 @@ impl<'a> ChatRequest<'a> {
             .typed::<StreamOptions>("stream_options", "an object")?
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let max_output =
-            match body.typed::<u64>("max_completion_tokens", "a non-negative integer")? {
-                Some(n) => Some(n),
-                None => body.typed::<u64>("max_tokens", "a non-negative integer")?,
+        let mut max_output = None;
+        for field in ASKED_FIELDS {
+            let n = if field.starts_with("max_") {
+                body.typed::<u64>(field, "a non-negative integer")?
+            } else {
+                // Aliases are not OpenAI's to validate; whatever they hold, they are removed
+                // whenever llmgate writes a limit.
+                body.typed::<i64>(field, "an integer")
+                    .ok()
+                    .flatten()
+                    .and_then(|n| u64::try_from(n).ok())
             };
+            if let Some(n) = n {
+                max_output = Some((n, field));
+                break;
+            }
+        }
+        let mut choices = 1;
+        for field in ["n", "best_of"] {
+            let what = "an integer from 1 to 128";
+            if let Some(n) = body.typed::<u64>(field, what)? {
+                if !(1..=MAX_CHOICES).contains(&n) {
+                    return Err(GatewayError::bad_request(
+                        format!("'{field}' must be {what}, got {n}"),
+                        Some(field),
+                    ));
+                }
+                choices = choices.max(n);
+            }
+        }
         Ok(ChatRequest {
             model,
             stream,
             include_usage,
             messages,
             max_output,
+            choices,
             cap: None,
             body,
         })
@@ -203,17 +287,36 @@ impl<'a> ChatRequest<'a> {
 
     /// The output tokens the caller asked for at most.
     pub fn max_output(&self) -> Option<u64> {
-        self.max_output
+        self.max_output.map(|(n, _)| n)
+    }
+
+    /// How many sequences the upstream will generate (`n`, `best_of`): each may run to the
+    /// output limit.
+    pub fn choices(&self) -> u64 {
+        self.choices
+    }
+
+    /// Refuses an output limit above what the model can produce, as OpenAI does.
+    pub fn check_max_output(&self, model: &str, model_max: u32) -> Result<(), GatewayError> {
+        match self.max_output {
+            Some((n, field)) if n > u64::from(model_max) => Err(GatewayError::bad_request(
+                format!(
+                    "'{field}' is too large: {n}; model '{model}' supports at most {model_max} output tokens"
+                ),
+                Some(field),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Caps the output tokens sent upstream (never above what the caller asked).
     pub fn cap_output(&mut self, n: u64) {
-        self.cap = Some(self.max_output.map_or(n, |m| m.min(n)));
+        self.cap = Some(self.max_output().map_or(n, |m| m.min(n)));
     }
 
     /// The output limit in force: the cap, else the caller's.
     pub fn output_limit(&self) -> Option<u64> {
-        self.cap.or(self.max_output)
+        self.cap.or(self.max_output())
     }
 
     pub fn is_stream(&self) -> bool {
@@ -231,28 +334,38 @@ impl<'a> ChatRequest<'a> {
     }
 
     /// The body for an OpenAI-style upstream: `model` replaced, usage asked for on streams
-    /// (other stream options kept), every other field byte for byte.
-    pub fn to_openai(&self, upstream_model: &str) -> Bytes {
+    /// (other stream options kept), a cap written to the `lengths` fields, every other field
+    /// byte for byte.
+    pub fn to_openai(&self, upstream_model: &str, lengths: &LengthFields) -> Bytes {
         let model = json_string(upstream_model);
+        let mut edits: Vec<(&str, Edit<'_>)> = vec![("model", Edit::Set(&model))];
         let cap = self.cap.map(|n| n.to_string().into_bytes());
-        let mut replace: Vec<(&str, Option<&[u8]>)> = vec![("model", Some(&model))];
-        let mut append: Vec<(&str, &[u8])> = Vec::new();
-        if let Some(cap) = &cap {
-            // Whichever of the two fields the caller used carries the cap; otherwise
-            // `max_tokens`, which every OpenAI-compatible server reads.
-            let field = if self.body.get("max_completion_tokens").is_some() {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
-            if self.body.get(field).is_some() {
-                replace.push((field, Some(cap)));
-            } else {
-                append.push((field, cap));
+        let mut nested: Vec<(&str, Vec<u8>)> = Vec::new();
+        if let (Some(n), Some(cap)) = (self.cap, &cap) {
+            edits.extend(lengths.write.iter().map(|f| (*f, Edit::Set(cap))));
+            edits.extend(lengths.remove.iter().map(|f| (*f, Edit::Remove)));
+            for f in lengths.at_most {
+                if let Some(v) = self.body.get(f)
+                    && serde_json::from_str::<u64>(v.get()).map_or(true, |m| m > n)
+                {
+                    edits.push((f, Edit::Set(cap)));
+                }
+            }
+            for (parent, child) in lengths.remove_nested {
+                let obj = self
+                    .body
+                    .get(parent)
+                    .and_then(|r| serde_json::from_str::<Map<String, Value>>(r.get()).ok());
+                if let Some(mut obj) = obj
+                    && obj.remove(*child).is_some()
+                {
+                    nested.push((parent, serde_json::to_vec(&obj).unwrap_or_default()));
+                }
             }
         }
+        edits.extend(nested.iter().map(|(k, v)| (*k, Edit::Set(v))));
         if !self.stream {
-            return self.body.write(&replace, &append);
+            return self.body.write(&edits);
         }
         let mut opts: Map<String, Value> = self
             .body
@@ -261,12 +374,8 @@ impl<'a> ChatRequest<'a> {
             .unwrap_or_default();
         opts.insert("include_usage".into(), Value::Bool(true));
         let opts = serde_json::to_vec(&opts).unwrap_or_default();
-        if self.body.get("stream_options").is_some() {
-            replace.push(("stream_options", Some(&opts)));
-        } else {
-            append.push(("stream_options", &opts));
-        }
-        self.body.write(&replace, &append)
+        edits.push(("stream_options", Edit::Set(&opts)));
+        self.body.write(&edits)
     }
 }
 
@@ -321,12 +430,12 @@ impl<'a> EmbeddingsRequest<'a> {
     pub fn to_openai(&self, upstream_model: &str, floats: bool) -> Bytes {
         let model = json_string(upstream_model);
         if floats {
-            self.body.write(
-                &[("model", Some(&model)), ("encoding_format", None)],
-                &[("encoding_format", b"\"float\"")],
-            )
+            self.body.write(&[
+                ("model", Edit::Set(&model)),
+                ("encoding_format", Edit::Set(b"\"float\"")),
+            ])
         } else {
-            self.body.write(&[("model", Some(&model))], &[])
+            self.body.write(&[("model", Edit::Set(&model))])
         }
     }
 }
@@ -363,13 +472,20 @@ pub struct ResponseView {
 mod tests {
     use super::*;
 
+    const TEST_LENGTHS: LengthFields = LengthFields {
+        write: &["max_tokens"],
+        remove: &[],
+        remove_nested: &[],
+        at_most: &[],
+    };
+
     #[test]
     fn unknown_fields_reach_the_upstream_byte_for_byte() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi","x_new":1}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"future_field":{"a":[1, 2.50]},"stream":true,"stream_options":{"include_usage":false,"include_obfuscation":false}}"#;
         let req = ChatRequest::parse(body).expect("parses");
         assert!(req.is_stream());
         assert!(!req.wants_stream_usage());
-        let up = req.to_openai("up-model");
+        let up = req.to_openai("up-model", &TEST_LENGTHS);
         let text = std::str::from_utf8(&up).unwrap_or("");
         assert!(text.contains(r#""future_field":{"a":[1, 2.50]}"#), "{text}");
         assert!(text.contains(r#""messages":[{"role":"user","content":"hi","x_new":1}]"#));
@@ -383,7 +499,8 @@ mod tests {
             br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}"#,
         )
         .expect("parses");
-        let v: Value = serde_json::from_slice(&plain.to_openai("u")).unwrap_or_default();
+        let v: Value =
+            serde_json::from_slice(&plain.to_openai("u", &TEST_LENGTHS)).unwrap_or_default();
         assert_eq!(v["stream_options"]["include_usage"], true);
     }
 
@@ -446,6 +563,68 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn length_and_choice_fields_are_checked() {
+        let chat = |extra: &str| {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+            ChatRequest::parse(body.as_bytes()).map(|r| (r.max_output, r.choices))
+        };
+        assert_eq!(chat("").ok(), Some((None, 1)));
+        assert_eq!(
+            chat(r#","n":4,"best_of":6,"max_tokens":10"#).ok(),
+            Some((Some((10, "max_tokens")), 6))
+        );
+        assert_eq!(
+            chat(r#","max_completion_tokens":1,"max_tokens":3000"#).ok(),
+            Some((Some((1, "max_completion_tokens")), 1))
+        );
+        assert_eq!(
+            chat(r#","n_predict":700"#).ok(),
+            Some((Some((700, "n_predict")), 1))
+        );
+        assert_eq!(chat(r#","n_predict":-1"#).ok(), Some((None, 1)));
+        assert_eq!(chat(r#","num_predict":"lots""#).ok(), Some((None, 1)));
+        for (extra, param) in [
+            (r#","n":0"#, "n"),
+            (r#","n":129"#, "n"),
+            (r#","n":"2""#, "n"),
+            (r#","best_of":1000"#, "best_of"),
+            (r#","max_tokens":-1"#, "max_tokens"),
+            (r#","max_tokens":18446744073709551616"#, "max_tokens"),
+            (r#","max_completion_tokens":1.5"#, "max_completion_tokens"),
+        ] {
+            match chat(extra) {
+                Err(GatewayError::BadRequest { param: Some(p), .. }) => {
+                    assert_eq!(p, param, "{extra}")
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        // The largest u64 parses, and is then refused against the model's limit by name.
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":18446744073709551615}"#;
+        let req = ChatRequest::parse(body).expect("parses");
+        let e = req.check_max_output("m", 4096).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GatewayError::BadRequest {
+                    param: Some("max_tokens"),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("at most 4096"), "{e}");
+        assert!(req.check_max_output("m", u32::MAX).is_err());
+        let ok = ChatRequest::parse(br#"{"model":"m","messages":[{}],"max_tokens":4096}"#)
+            .expect("parses");
+        assert!(ok.check_max_output("m", 4096).is_ok());
+        // A repeated key is ambiguous (parsers differ on which copy wins): refused.
+        let e = ChatRequest::parse(br#"{"model":"m","messages":[{}],"n":1,"n":4}"#).unwrap_err();
+        assert!(e.to_string().contains("'n' appears more than once"), "{e}");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! request (and to each fallback model it may take) goes to the counter store in one atomic
 //! call, which picks the first model whose budgets can pay and reserves everything at once.
 //!
-//! Worst case reserved: prompt tokens (estimated, [`crate::tokens`]) plus the output limit
-//! (`max_tokens`, else the model's `maxOutputTokens`, which is then sent upstream as
-//! `max_tokens` so the model cannot run past what was reserved). The settle in
-//! [`super::account`] charges what the provider reports and releases the rest.
+//! Worst case reserved: prompt tokens (estimated, [`crate::llm::tokenize`]) plus the output
+//! limit (the caller's, else the model's `maxOutputTokens`) times the sequences the upstream
+//! generates (`n`, `best_of`). Whenever a budget or token limit reserved output, that limit is
+//! sent upstream in every length field the provider reads
+//! ([`crate::llm::types::LengthFields`]), so the model cannot run past what was reserved. The
+//! settle in [`super::account`] charges what the provider reports and releases the rest.
 
 use std::sync::Arc;
 
@@ -25,8 +27,11 @@ use crate::runtime::{Caller, Runtime};
 /// tokens it asked for.
 pub struct Estimate<'a> {
     pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
-    /// `max_tokens` / `max_completion_tokens` of the request; `None` for embeddings (no output).
+    /// The caller's output limit per sequence; `None` when it set none.
     pub max_output: Option<u64>,
+    /// Sequences generated, each up to the output limit (`n`, `best_of`; at least 1).
+    pub choices: u64,
+    /// Whether the operation generates output (chat) or not (embeddings).
     pub has_output: bool,
 }
 
@@ -34,7 +39,8 @@ pub struct Estimate<'a> {
 pub struct Admitted {
     /// Index of the endpoint that will serve (the model asked for, or a fallback).
     pub endpoint: usize,
-    /// `max_tokens` to send upstream: the reserved output limit or a clamped one.
+    /// The output limit to send upstream: the reserved one or a clamped one; `None` when no
+    /// budget or token limit reserved output (the body then goes as the caller sent it).
     pub cap: Option<u64>,
 }
 
@@ -92,17 +98,22 @@ pub async fn admit(
     let mut outs: Vec<u64> = Vec::with_capacity(candidates.len());
     for &c in &candidates {
         let ep = &rt.endpoints[c].spec;
+        // Per sequence, never above what the model can produce (a fallback model may allow
+        // less than the one asked for); all bounded, so the products cannot overflow.
+        let model_max = u64::from(ep.max_output_tokens);
         let out = if est.has_output {
-            est.max_output.unwrap_or(u64::from(ep.max_output_tokens))
+            est.max_output.map_or(model_max, |m| m.min(model_max))
         } else {
             0
         };
+        let choices = est.choices.clamp(1, crate::llm::types::MAX_CHOICES);
+        let generated = out.saturating_mul(choices);
         let mut checks: Vec<(Check, Meta)> = Vec::new();
         let mut too_large: Option<GatewayError> = None;
         for li in rt.limits_for(caller, c) {
             let limit = &rt.limits[li];
             let tokens = if limit.spec.tokens.is_some() {
-                prompt_tokens() + out
+                prompt_tokens().saturating_add(generated)
             } else {
                 0
             };
@@ -133,10 +144,11 @@ pub async fn admit(
         for &b in budgets {
             let budget = &rt.budgets[b];
             let p = prompt_tokens();
-            let cost = cost_micros(&ep.pricing, p, out);
+            let cost = cost_micros(&ep.pricing, p, generated);
+            // Clamped tokens are per sequence: each one costs `choices` output tokens.
             let clamp = Clamp {
                 prompt_cost: cost_micros(&ep.pricing, p, 0),
-                out_price: ep.pricing.output_per_million,
+                out_price: ep.pricing.output_per_million * choices as f64,
                 min_tokens: 1,
             };
             let (check, period) = budget.check(who, caller.tag(), cost, ep, Some(clamp));
@@ -169,7 +181,12 @@ pub async fn admit(
             let endpoint = kept[candidate];
             let checks = std::mem::take(&mut plan.candidates[candidate]);
             let metas = &metas[candidate];
-            let mut cap = (est.has_output && est.max_output.is_none()).then_some(outs[candidate]);
+            let reserves_output = est.has_output
+                && metas.iter().any(|m| match m {
+                    Meta::Rate { unit, .. } => *unit == Unit::Tokens,
+                    Meta::Budget { .. } => true,
+                });
+            let mut cap = reserves_output.then_some(outs[candidate]);
             let mut items = Vec::new();
             let mut headers = RateHeaders::default();
             let mut budget_left: Option<(i64, &Arc<str>)> = None;

@@ -118,10 +118,12 @@ async fn chat_stages(
     let mut chat = ChatRequest::parse(&body)?;
     ctx.rec.model_requested = Some(chat.model.clone());
     ctx.rec.stream = chat.is_stream();
-    let (first, _) = authorize(rt, &caller, &chat.model, ctx)?;
+    let (first, ep) = authorize(rt, &caller, &chat.model, ctx)?;
+    chat.check_max_output(&ep.spec.model, ep.spec.max_output_tokens)?;
     let est = admission::Estimate {
         prompt_tokens: &|| tokenize::chat_prompt(chat.messages_raw(), chat.tools_raw()),
         max_output: chat.max_output(),
+        choices: chat.choices(),
         has_output: true,
     };
     let admitted = admission::admit(gw, rt, &caller, first, est, ctx).await?;
@@ -211,6 +213,7 @@ async fn embeddings_stages(
     let est = admission::Estimate {
         prompt_tokens: &|| tokenize::embeddings_input(emb.input_raw()),
         max_output: None,
+        choices: 1,
         has_output: false,
     };
     let admitted = admission::admit(gw, rt, &caller, first, est, ctx).await?;

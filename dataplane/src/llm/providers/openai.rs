@@ -17,19 +17,49 @@ use serde_json::Value;
 use super::{HttpAdapter, Op, StreamTranslator, Translated};
 use crate::error::GatewayError;
 use crate::llm::codec::sse::{EventSplitter, MAX_EVENT_BYTES, data_of};
-use crate::llm::types::{ChatRequest, EmbeddingsRequest, EncodingFormat, ResponseView, Usage};
+use crate::llm::types::{
+    ChatRequest, EmbeddingsRequest, EncodingFormat, LengthFields, ResponseView, Usage,
+};
 
 pub struct OpenAi {
     /// Self-hosted servers: normalise embeddings to floats upstream.
     pub compatible: bool,
 }
 
+/// OpenAI reads `max_completion_tokens` and the deprecated `max_tokens`, refuses both together
+/// and refuses `max_tokens` for reasoning models: the limit goes to the first, the second goes.
+/// OpenAI refuses the self-hosted aliases, but a base URL may point at anything that speaks
+/// its protocol, so they go too.
+pub const OPENAI_LENGTHS: LengthFields = LengthFields {
+    write: &["max_completion_tokens"],
+    remove: &["max_tokens", "n_predict", "max_new_tokens", "num_predict"],
+    remove_nested: &[("options", "num_predict")],
+    at_most: &["min_tokens"],
+};
+
+/// Self-hosted servers each read their own field: vLLM `max_completion_tokens`, then
+/// `max_tokens` (and never stops before `min_tokens`); llama.cpp `n_predict` before
+/// `max_tokens`; TGI `max_tokens` (`max_new_tokens` on its native API); Ollama `num_predict`
+/// and `options.num_predict`. The limit goes to both OpenAI fields, which all of them read,
+/// and the aliases go.
+pub const COMPATIBLE_LENGTHS: LengthFields = LengthFields {
+    write: &["max_tokens", "max_completion_tokens"],
+    remove: &["n_predict", "max_new_tokens", "num_predict"],
+    remove_nested: &[("options", "num_predict")],
+    at_most: &["min_tokens"],
+};
+
 static USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("llmgate/", env!("CARGO_PKG_VERSION")));
 
 impl HttpAdapter for OpenAi {
     fn chat_body(&self, ep: &Endpoint, req: &ChatRequest<'_>) -> Result<Bytes, GatewayError> {
-        Ok(req.to_openai(&ep.upstream_model))
+        let lengths = if self.compatible {
+            &COMPATIBLE_LENGTHS
+        } else {
+            &OPENAI_LENGTHS
+        };
+        Ok(req.to_openai(&ep.upstream_model, lengths))
     }
 
     fn embeddings_body(
@@ -297,6 +327,72 @@ impl StreamTranslator for OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The length-field rule per provider, on the bodies a hostile caller sends: with a cap every
+    /// field the upstream reads carries it and no alias survives; without one the body passes
+    /// byte for byte.
+    #[test]
+    fn length_fields_are_pinned() {
+        let cases: &[(&str, Option<u64>)] = &[
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":4,"max_tokens":10}"#,
+                Some(10),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":10,"n_predict":2000}"#,
+                Some(10),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":1,"max_tokens":3000}"#,
+                Some(1),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"max_new_tokens":2500}"#,
+                Some(5),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":3}"#,
+                Some(4096),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n_predict":-1}"#,
+                Some(4096),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"num_predict":9000,"options":{"num_predict":9000,"temperature":0},"min_tokens":50}"#,
+                Some(20),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"min_tokens":3,"max_tokens":20}"#,
+                Some(20),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"n_predict":300}"#,
+                Some(100),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":10,"n_predict":2000}"#,
+                None,
+            ),
+        ];
+        let mut out = String::new();
+        for (body, cap) in cases {
+            let mut req = ChatRequest::parse(body.as_bytes()).expect("parses");
+            if let Some(c) = cap {
+                req.cap_output(*c);
+            }
+            out += &format!("in (cap {cap:?}): {body}\n");
+            for (name, lengths) in [
+                ("openai", &OPENAI_LENGTHS),
+                ("compatible", &COMPATIBLE_LENGTHS),
+            ] {
+                let up = req.to_openai("up", lengths);
+                out += &format!("{name}: {}\n", String::from_utf8_lossy(&up));
+            }
+            out += "\n";
+        }
+        crate::test_support::golden("length-fields.txt", &out);
+    }
 
     const UPSTREAM: &str = concat!(
         "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
