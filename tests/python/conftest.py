@@ -153,7 +153,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_service(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Service:
+def start_service(
+    name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None, cwd: Path | str | None = None
+) -> Service:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "wb")
@@ -167,6 +169,7 @@ def start_service(name: str, argv: list[str], log_dir: Path, env: dict[str, str]
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
+            cwd=cwd,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:
@@ -334,10 +337,12 @@ def start_gateway(
     env: dict[str, str] | None = None,
     secrets: dict[tuple[str, str], str] | None = None,
     port: int | None = None,
+    cwd: Path | str | None = None,
 ) -> Gateway:
     """Writes `files` into a fresh config dir and starts the gateway on free ports.
 
-    `secrets` ({(name, key): value}) go into a --secrets-dir tree when given."""
+    `secrets` ({(name, key): value}) go into a --secrets-dir tree when given; `cwd` is the
+    process's working directory (default: the test's)."""
     config_dir = workdir / "config"
     write_config(config_dir, files)
     audit_log = workdir / "audit.jsonl"
@@ -355,7 +360,7 @@ def start_gateway(
             (secrets_dir / name).mkdir(parents=True, exist_ok=True)
             (secrets_dir / name / key).write_text(value)
         argv += ["--secrets-dir", str(secrets_dir)]
-    svc = start_service("llmgate-dataplane", argv, workdir, env=env)
+    svc = start_service("llmgate-dataplane", argv, workdir, env=env, cwd=cwd)
     gw = Gateway(port=port, admin_port=admin_port, config_dir=config_dir, audit_log=audit_log, service=svc)
     try:
         gw.wait_ready()

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
+import hashlib
 import html
 import http.cookiejar
 import json
+import os
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,57 +41,63 @@ def saml_gateway(make_gateway, tmp_path):
     gw_port, idp_port = free_port(), free_port()
     acs = f"http://127.0.0.1:{gw_port}/auth/saml/acs/default/corp-saml"
     proc = saml_idp.start(tmp_path / "ssp", idp_port, SP_ENTITY, acs, OTHER_SP)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
     try:
-        files = {
-            "identity.yaml": f"""
-                apiVersion: llmgate.dev/v1alpha1
-                kind: IdentityProvider
-                metadata: {{name: corp-saml}}
-                spec:
-                  saml:
-                    idpMetadata: {json.dumps(saml_idp.metadata(idp_port))}
-                    entityId: "{SP_ENTITY}"
-                    acsUrl: "{acs}"
-                  claims: {{groups: groups}}
-                  teams:
-                    fromGroups:
-                      - {{group: ml-eng, team: llm-engineering}}
-                      - {{group: product, team: product}}
-                ---
-                apiVersion: llmgate.dev/v1alpha1
-                kind: GatewayTokens
-                metadata: {{name: tokens}}
-                spec:
-                  signingKeys: [{{id: k1, secretRef: {{name: gateway-tokens, key: k1}}}}]
-            """,
-            "models.yaml": """
-                apiVersion: llmgate.dev/v1alpha1
-                kind: ModelEndpoint
-                metadata: {name: gpt-4}
-                spec: {model: gpt-4, provider: mock}
-                ---
-                apiVersion: llmgate.dev/v1alpha1
-                kind: ModelEndpoint
-                metadata: {name: llama-3}
-                spec: {model: llama-3, provider: mock}
-                ---
-                apiVersion: llmgate.dev/v1alpha1
-                kind: AccessPolicy
-                metadata: {name: models}
-                spec:
-                  rules:
-                    - name: ml-eng-chat
-                      subjects: [{group: ml-eng}]
-                      models: [gpt-4, llama-3]
-                    - name: product-llama
-                      subjects: [{group: product}]
-                      models: [llama-3]
-            """,
-        }
-        gw = make_gateway(files, port=gw_port, env={"GATEWAY_TOKENS_K1": TOKEN_KEY})
+        gw = make_gateway(saml_files(idp_port, acs), port=gw_port, env={"GATEWAY_TOKENS_K1": TOKEN_KEY}, cwd=workdir)
         yield gw, idp_port, acs
     finally:
         proc.kill()
+
+
+def saml_files(idp_port: int, acs: str) -> dict[str, str]:
+    """The config: the test IdP, gateway tokens, two mock models and who may use them."""
+    return {
+        "identity.yaml": f"""
+            apiVersion: llmgate.dev/v1alpha1
+            kind: IdentityProvider
+            metadata: {{name: corp-saml}}
+            spec:
+              saml:
+                idpMetadata: {json.dumps(saml_idp.metadata(idp_port))}
+                entityId: "{SP_ENTITY}"
+                acsUrl: "{acs}"
+              claims: {{groups: groups}}
+              teams:
+                fromGroups:
+                  - {{group: ml-eng, team: llm-engineering}}
+                  - {{group: product, team: product}}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: GatewayTokens
+            metadata: {{name: tokens}}
+            spec:
+              signingKeys: [{{id: k1, secretRef: {{name: gateway-tokens, key: k1}}}}]
+        """,
+        "models.yaml": """
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {name: gpt-4}
+            spec: {model: gpt-4, provider: mock}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {name: llama-3}
+            spec: {model: llama-3, provider: mock}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: AccessPolicy
+            metadata: {name: models}
+            spec:
+              rules:
+                - name: ml-eng-chat
+                  subjects: [{group: ml-eng}]
+                  models: [gpt-4, llama-3]
+                - name: product-llama
+                  subjects: [{group: product}]
+                  models: [llama-3]
+        """,
+    }
 
 
 def idp_login(sso_url: str, user: str) -> str:
@@ -194,7 +204,7 @@ def test_saml_login_gives_a_token_and_bad_responses_are_refused(saml_gateway):
 
     # Every signature stripped.
     unsigned = re.sub(r"<ds:Signature.*?</ds:Signature>", "", bob_response, flags=re.S)
-    refused(b64_of(unsigned), "not signed")
+    refused(b64_of(unsigned), "no valid signature")
 
     # Wrapping: the Response signature removed, the signed assertion moved out of place, and a
     # forged unsigned assertion for alice put where the SP reads it.
@@ -205,7 +215,7 @@ def test_saml_login_gives_a_token_and_bad_responses_are_refused(saml_gateway):
     wrapped = no_response_sig.replace(
         assertion, f"<samlp:Extensions>{assertion}</samlp:Extensions>{forged}"
     )
-    refused(b64_of(wrapped), "not signed")
+    refused(b64_of(wrapped), "no valid signature")
 
     # A valid response to a request llmgate never issued.
     sso = location.split("?")[0]
@@ -263,3 +273,96 @@ def test_assertions_outside_their_time_window_are_refused(saml_gateway, tmp_path
         late = mint(**fields(request_id(gateway_login_redirect(gw)), not_before, not_after, "erin@example.test"))
         status, err = post_acs(acs, late)
         assert status == 401 and "expired or not valid yet" in err["error"]["message"], err
+
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+FIXED_REFUSAL = "SAML login refused: the response carries no valid signature of the IdP"
+
+
+def hostile_response(acs: str, signatures: str) -> str:
+    """A successful-looking Response for our ACS carrying `signatures` and nothing signed."""
+    return b64_of(
+        f'<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:ds="{DS}" ID="_r" Version="2.0" '
+        f'IssueInstant="2026-01-01T00:00:00Z" Destination="{acs}">'
+        f'<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>'
+        f"{signatures}</samlp:Response>"
+    )
+
+
+def reference_signature(uri: str, digest: str = "AAAA") -> str:
+    return (
+        f'<ds:Signature><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>'
+        f'<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>'
+        f'<ds:Reference URI="{uri}"><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>'
+        f"<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+        f"<ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>"
+    )
+
+
+def timed_acs(acs: str, saml_response: str) -> tuple[int, dict, float]:
+    t0 = time.monotonic()
+    status, body = post_acs(acs, saml_response)
+    return status, body, time.monotonic() - t0
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} missing from /proc/{pid}/status")
+
+
+def test_an_unauthenticated_acs_post_costs_milliseconds_and_opens_no_file(saml_gateway, make_gateway, tmp_path):
+    gw, idp_port, acs = saml_gateway
+    cwd = tmp_path / "cwd"
+
+    # Four hundred signatures over the whole document, as many as fit the ACS's body cap: each
+    # would digest all of it.
+    many = hostile_response(acs, reference_signature("") * 400)
+    assert 150 * 1024 < len(urllib.parse.urlencode({"SAMLResponse": many})) < 256 * 1024
+    for _ in range(3):
+        status, body, took = timed_acs(acs, many)
+        assert (status, body["error"]["message"]) == (401, FIXED_REFUSAL), body
+        assert took < 1.0, f"a 400-signature response took {took:.2f}s to refuse"
+
+    # Thousands: more than an ACS ever receives is not read at all, in the caller's API shape.
+    status, body, took = timed_acs(acs, hostile_response(acs, reference_signature("") * 3000))
+    assert status == 413 and body["error"]["code"] == "request_too_large", body
+    assert took < 1.0, f"a 3000-signature response took {took:.2f}s to refuse"
+
+    # A reference to a file in the working directory, with the right digest, reads exactly
+    # like one to a file that does not exist: the answer tells nothing about either.
+    (cwd / "probe.txt").write_text("hello")
+    probe_digest = base64.b64encode(hashlib.sha256(b"hello").digest()).decode()
+    _, present = post_acs(acs, hostile_response(acs, reference_signature("probe.txt", probe_digest)))
+    _, absent = post_acs(acs, hostile_response(acs, reference_signature("absent.txt", probe_digest)))
+    assert present == absent and present["error"]["message"] == FIXED_REFUSAL, (present, absent)
+
+    # A FIFO blocks whoever opens it for reading until a writer comes: answered at once, and
+    # afterwards nobody has it open (a non-blocking writer finds no reader).
+    fifo = cwd / "pipe.txt"
+    os.mkfifo(fifo)
+    status, body, took = timed_acs(acs, hostile_response(acs, reference_signature("pipe.txt")))
+    assert (status, body["error"]["message"]) == (401, FIXED_REFUSAL) and took < 1.0, (body, took)
+    with pytest.raises(OSError) as e:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert e.value.errno == errno.ENXIO, "the gateway opened the FIFO named by a reference"
+
+    # Working directory `/`: `dev/zero` would be read until memory runs out.
+    port2 = free_port()
+    acs2 = f"http://127.0.0.1:{port2}/auth/saml/acs/default/corp-saml"
+    gw2 = make_gateway(saml_files(idp_port, acs2), port=port2, env={"GATEWAY_TOKENS_K1": TOKEN_KEY}, cwd="/")
+    pid = gw2.service.proc.pid
+    before = vm_kib(pid, "VmRSS")
+    for uri in ("dev/zero", "dev/urandom", "proc/self/environ"):
+        status, body, took = timed_acs(acs2, hostile_response(acs2, reference_signature(uri)))
+        assert (status, body["error"]["message"]) == (401, FIXED_REFUSAL) and took < 1.0, (uri, body, took)
+    assert gw2.service.alive()
+    grown = vm_kib(pid, "VmHWM") - before
+    assert grown < 50 * 1024, f"the gateway grew by {grown} KiB answering three ACS posts"
+
+    # A DTD is refused before anything is expanded.
+    doctype = b64_of('<!DOCTYPE r [<!ENTITY e "x">]>' + xml_of(hostile_response(acs, reference_signature("#_r"))))
+    status, body = post_acs(acs, doctype)
+    assert status == 401 and "DTD" in body["error"]["message"], body

@@ -326,33 +326,63 @@ struct AcsForm {
     saml_response: String,
 }
 
+/// A SAML response is a few KiB (tens with many attributes); a cap well above that keeps the
+/// unauthenticated ACS from buffering what `--max-body-bytes` allows on `/v1`.
+const ACS_MAX_BODY: usize = 256 * 1024;
+/// Signature checks run on the blocking pool, at most this many at once, so a flood of POSTs
+/// can neither occupy the async workers that serve `/v1` nor every core.
+static SAML_VERIFY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// How long a login waits for a verification slot before a 503.
+const SAML_VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `POST /auth/saml/acs/{namespace}/{name}`: the IdP's HTTP-POST binding.
 pub async fn saml_acs(
     State(gw): State<Arc<Gateway>>,
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let rt = gw.runtime();
     let id = format!("{ns}/{name}");
-    let (Some(sp), Some(issuer)) = (
-        rt.saml.iter().find(|s| s.id == id),
-        rt.gateway_tokens.as_ref(),
-    ) else {
+    if rt.gateway_tokens.is_none() || !rt.saml.iter().any(|s| s.id == id) {
         return failure(StatusCode::NOT_FOUND, format!("no SAML login through {id}"));
-    };
+    }
+    let body =
+        match crate::http::body::read_limited(body, ACS_MAX_BODY, gw.settings.body_timeout).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
     let Ok(form) = serde_urlencoded::from_bytes::<AcsForm>(&body) else {
         return failure(StatusCode::BAD_REQUEST, "expected a form with SAMLResponse");
     };
-    let keys = issuer.secrets();
-    let (who, assertion_id, until) =
-        match sp.consume(&form.saml_response, &|rid| saml::issued_by(rid, &keys)) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(idp = %id, error = %e, "SAML assertion refused");
-                return failure(StatusCode::UNAUTHORIZED, format!("SAML login refused: {e}"));
-            }
-        };
+    let Ok(Ok(slot)) = tokio::time::timeout(SAML_VERIFY_WAIT, SAML_VERIFY.acquire()).await else {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many SAML logins at once; retry in a few seconds",
+        );
+    };
+    let verify_rt = rt.clone();
+    let verify_id = id.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        let sp = verify_rt.saml.iter().find(|s| s.id == verify_id)?;
+        let keys = verify_rt.gateway_tokens.as_ref()?.secrets();
+        Some(sp.consume(&form.saml_response, &|rid| saml::issued_by(rid, &keys)))
+    })
+    .await;
+    drop(slot);
+    let (who, assertion_id, until) = match verified {
+        Ok(Some(Ok(x))) => x,
+        Ok(Some(Err(e))) => {
+            tracing::warn!(idp = %id, error = %e, "SAML assertion refused");
+            return failure(StatusCode::UNAUTHORIZED, format!("SAML login refused: {e}"));
+        }
+        Ok(None) | Err(_) => {
+            return failure(StatusCode::INTERNAL_SERVER_ERROR, "SAML login failed");
+        }
+    };
+    let Some(issuer) = rt.gateway_tokens.as_ref() else {
+        return failure(StatusCode::NOT_FOUND, format!("no SAML login through {id}"));
+    };
     let ttl = (until - jiff::Timestamp::now().as_second()).max(1) as u64;
     if !gw
         .counters

@@ -15,6 +15,14 @@
 //! - `Conditions` time window with the clock skew, and our entity ID among the audiences;
 //! - its ID not seen before (replay), remembered until it expires, across replicas when the
 //!   counters live in Redis.
+//!
+//! The assertion consumer is unauthenticated, so before any digest is computed the document
+//! must have the shape a SAML response has ([`signature_shape`]): no DTD, at most two
+//! signatures (one on the Response, one on its Assertion), each with a single same-document
+//! `#id` reference to the element it sits in and only the enveloped + exclusive-C14N
+//! transforms, and no `Object`, `Manifest` or `RetrievalMethod`. That bounds the work of one
+//! POST to one or two digests of a size-capped body, and no reference can name a file or a URL.
+//! Every signature refusal reads the same, so the answer says nothing about files or digests.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -38,14 +46,16 @@ const REQUEST_TTL_SECS: i64 = 600;
 pub enum SamlError {
     #[error("SAMLResponse is not base64 XML")]
     Malformed,
+    #[error("the response carries a DTD, which SAML forbids")]
+    Doctype,
     #[error("the IdP reports a failed login ({0})")]
     Status(String),
     #[error("the response is addressed to another service (Destination)")]
     Destination,
-    #[error("the response signature is invalid: {0}")]
-    BadSignature(String),
-    #[error("the assertion is not signed by the IdP")]
-    Unsigned,
+    /// Unsigned, badly signed, or not shaped like a signed SAML response: one text for all,
+    /// so a caller learns nothing about what was looked at.
+    #[error("the response carries no valid signature of the IdP")]
+    Signature,
     #[error("expected exactly one assertion (encrypted assertions are not supported)")]
     AssertionCount,
     #[error("the assertion was issued by another IdP")]
@@ -140,6 +150,10 @@ impl ServiceProvider {
             .decode(saml_response.trim().replace(['\r', '\n', ' '], ""))
             .map_err(|_| SamlError::Malformed)?;
         let xml = String::from_utf8(raw).map_err(|_| SamlError::Malformed)?;
+        // SAML forbids DTDs (SAML core §1.3): no entities, no internal subset to expand.
+        if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+            return Err(SamlError::Doctype);
+        }
         let doc = uppsala::parse(&xml).map_err(|_| SamlError::Malformed)?;
         let root = doc.document_element().ok_or(SamlError::Malformed)?;
         if !is(&doc, root, SAMLP, "Response") {
@@ -159,12 +173,10 @@ impl ServiceProvider {
             return Err(SamlError::Status(status.to_owned()));
         }
 
-        // Signatures, on this very document.
-        if doc
-            .get_elements_by_tag_name_ns("http://www.w3.org/2000/09/xmldsig#", "Signature")
-            .is_empty()
-        {
-            return Err(SamlError::Unsigned);
+        // Signatures, on this very document, once it has the shape a SAML response has.
+        if let Err(why) = signature_shape(&doc, root) {
+            tracing::debug!(idp = %self.id, why, "SAML response refused before verification");
+            return Err(SamlError::Signature);
         }
         let mut km = KeysManager::new();
         for der in &self.certs {
@@ -175,7 +187,10 @@ impl ServiceProvider {
         let ctx = DsigContext::new(km);
         let results =
             bergshamra::dsig::verify::verify_all_document_with_source(&ctx, &doc, Some(&xml))
-                .map_err(|e| SamlError::BadSignature(e.to_string()))?;
+                .map_err(|e| {
+                    tracing::debug!(idp = %self.id, error = %e, "SAML signature refused");
+                    SamlError::Signature
+                })?;
         let mut covered: Vec<NodeId> = Vec::new();
         for r in &results {
             match r {
@@ -186,7 +201,8 @@ impl ServiceProvider {
                         .filter_map(|r| r.resolved_node),
                 ),
                 VerifyResult::Invalid { reason } => {
-                    return Err(SamlError::BadSignature(reason.clone()));
+                    tracing::debug!(idp = %self.id, reason, "SAML signature refused");
+                    return Err(SamlError::Signature);
                 }
             }
         }
@@ -201,7 +217,7 @@ impl ServiceProvider {
         }
         let a = assertions[0];
         if !covered.contains(&a) && !covered.contains(&root) {
-            return Err(SamlError::Unsigned);
+            return Err(SamlError::Signature);
         }
         let text = |n: Option<NodeId>| n.map(|n| doc.text_content_deep(n).trim().to_owned());
         if text(doc.first_child_element_by_name_ns(a, SAML, "Issuer")).as_deref()
@@ -315,6 +331,124 @@ impl ServiceProvider {
     }
 }
 
+const DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+/// SHA-1 is refused: collisions are practical, and every current IdP signs with SHA-2.
+const SIGNATURE_METHODS: [&str; 6] = [
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+];
+const DIGEST_METHODS: [&str; 3] = [
+    "http://www.w3.org/2001/04/xmlenc#sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512",
+];
+/// The most signatures a SAML response carries: one on the Response, one on its Assertion.
+const MAX_SIGNATURES: usize = 2;
+
+/// The signature structure a SAML response may have, checked before any digest is computed
+/// (see the module docs). The reason is for the log, never for the caller.
+pub fn signature_shape(doc: &Document<'_>, root: NodeId) -> Result<(), &'static str> {
+    for banned in ["Object", "Manifest", "RetrievalMethod"] {
+        if !doc.get_elements_by_tag_name_ns(DSIG, banned).is_empty() {
+            return Err("a ds:Object, ds:Manifest or ds:RetrievalMethod");
+        }
+    }
+    let signatures = doc.get_elements_by_tag_name_ns(DSIG, "Signature");
+    if signatures.is_empty() {
+        return Err("no signature");
+    }
+    if signatures.len() > MAX_SIGNATURES {
+        return Err("more signatures than a SAML response carries");
+    }
+    let assertions = doc.child_elements_by_name_ns(root, SAML, "Assertion");
+    let mut signed: Vec<NodeId> = Vec::with_capacity(MAX_SIGNATURES);
+    for sig in signatures {
+        let parent = doc.parent(sig).ok_or("a signature outside any element")?;
+        if parent != root && !(assertions.len() == 1 && assertions[0] == parent) {
+            return Err("a signature in neither the Response nor its Assertion");
+        }
+        if signed.contains(&parent) {
+            return Err("two signatures on one element");
+        }
+        signed.push(parent);
+        let id = doc
+            .get_attribute(parent, "ID")
+            .ok_or("a signed element without an ID")?;
+        let info = only_child(doc, sig, "SignedInfo")?;
+        let c14n = only_child(doc, info, "CanonicalizationMethod")?;
+        if doc.get_attribute(c14n, "Algorithm") != Some(EXC_C14N) {
+            return Err("a canonicalization other than exclusive C14N");
+        }
+        let method = only_child(doc, info, "SignatureMethod")?;
+        if !doc
+            .get_attribute(method, "Algorithm")
+            .is_some_and(|a| SIGNATURE_METHODS.contains(&a))
+        {
+            return Err("a signature method outside RSA/ECDSA with SHA-2");
+        }
+        let reference = only_child(doc, info, "Reference")?;
+        let digest = only_child(doc, reference, "DigestMethod")?;
+        if !doc
+            .get_attribute(digest, "Algorithm")
+            .is_some_and(|a| DIGEST_METHODS.contains(&a))
+        {
+            return Err("a digest other than SHA-2");
+        }
+        if doc
+            .get_attribute(reference, "URI")
+            .and_then(|u| u.strip_prefix('#'))
+            != Some(id)
+        {
+            return Err("a reference to anything but the signed element's own #ID");
+        }
+        let transforms = doc.child_elements_by_name_ns(reference, DSIG, "Transforms");
+        if transforms.len() > 1 {
+            return Err("more than one Transforms list");
+        }
+        if let Some(&list) = transforms.first() {
+            let all = doc.child_elements_by_name_ns(list, DSIG, "Transform");
+            if all.len() > 2 || all.len() != element_children(doc, list) {
+                return Err("more transforms than enveloped + exclusive C14N");
+            }
+            let mut seen: Vec<&str> = Vec::with_capacity(2);
+            for t in all {
+                let alg = doc.get_attribute(t, "Algorithm").unwrap_or("");
+                if !(alg == ENVELOPED || alg == EXC_C14N) || seen.contains(&alg) {
+                    return Err("a transform other than enveloped + exclusive C14N");
+                }
+                seen.push(alg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The one `ds:<local>` child of `parent`, refusing none or several.
+fn only_child(
+    doc: &Document<'_>,
+    parent: NodeId,
+    local: &'static str,
+) -> Result<NodeId, &'static str> {
+    match doc.child_elements_by_name_ns(parent, DSIG, local)[..] {
+        [one] => Ok(one),
+        [] => Err("a signature part is missing"),
+        _ => Err("a signature part is repeated"),
+    }
+}
+
+fn element_children(doc: &Document<'_>, id: NodeId) -> usize {
+    doc.children(id)
+        .into_iter()
+        .filter(|&c| doc.element(c).is_some())
+        .count()
+}
+
 fn is(doc: &Document<'_>, id: NodeId, ns: &str, local: &str) -> bool {
     doc.element(id)
         .is_some_and(|e| e.name.matches(Some(ns), local))
@@ -387,5 +521,126 @@ mod tests {
             &[b"key-one-0123456789abcdef0123456789"]
         ));
         assert!(!issued_by("_abc", &[b"k"]));
+    }
+
+    /// A Response with an Assertion; `sig(id)` is the signature put in each element.
+    fn response(on_response: Option<String>, on_assertion: Option<String>) -> String {
+        format!(
+            r#"<samlp:Response xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" xmlns:ds="{DSIG}" ID="_r"><saml:Issuer>i</saml:Issuer>{}<samlp:Status/><saml:Assertion ID="_a"><saml:Issuer>i</saml:Issuer>{}</saml:Assertion></samlp:Response>"#,
+            on_response.unwrap_or_default(),
+            on_assertion.unwrap_or_default()
+        )
+    }
+
+    fn signature(uri: &str, transforms: &[&str], digest: &str) -> String {
+        let t: String = transforms
+            .iter()
+            .map(|a| format!(r#"<ds:Transform Algorithm="{a}"/>"#))
+            .collect();
+        format!(
+            r#"<ds:Signature><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/><ds:SignatureMethod Algorithm="{}"/><ds:Reference URI="{uri}"><ds:Transforms>{t}</ds:Transforms><ds:DigestMethod Algorithm="{digest}"/><ds:DigestValue>AAAA</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>"#,
+            SIGNATURE_METHODS[0]
+        )
+    }
+
+    fn shape(xml: &str) -> Result<(), &'static str> {
+        let doc = uppsala::parse(xml).expect("test XML parses");
+        let root = doc.document_element().expect("a root");
+        signature_shape(&doc, root)
+    }
+
+    #[test]
+    fn only_the_signatures_a_saml_response_carries_reach_the_verifier() {
+        let sha256 = DIGEST_METHODS[0];
+        let good = |uri: &str| signature(uri, &[ENVELOPED, EXC_C14N], sha256);
+        assert_eq!(shape(&response(None, Some(good("#_a")))), Ok(()));
+        assert_eq!(
+            shape(&response(Some(good("#_r")), Some(good("#_a")))),
+            Ok(())
+        );
+        assert_eq!(
+            shape(&response(None, Some(signature("#_a", &[], sha256)))),
+            Ok(())
+        );
+
+        let refused = |xml: String, why: &str| {
+            let got = shape(&xml);
+            assert!(got.is_err(), "{why}: accepted");
+        };
+        refused(response(None, None), "unsigned");
+        refused(
+            response(None, Some(good("#_a").repeat(2))),
+            "two on one element",
+        );
+        refused(
+            response(Some(good("#_r").repeat(2)), Some(good("#_a"))),
+            "three signatures",
+        );
+        refused(response(None, Some(good(""))), "the whole document");
+        refused(response(None, Some(good("probe.txt"))), "a relative file");
+        refused(response(None, Some(good("dev/zero"))), "a device");
+        refused(response(None, Some(good("http://x/"))), "a URL");
+        refused(response(None, Some(good("#_r"))), "another element's ID");
+        refused(
+            response(
+                None,
+                Some(signature(
+                    "#_a",
+                    &["http://www.w3.org/2002/06/xmldsig-filter2"],
+                    sha256,
+                )),
+            ),
+            "an XPath transform",
+        );
+        refused(
+            response(
+                None,
+                Some(signature("#_a", &[ENVELOPED, ENVELOPED, EXC_C14N], sha256)),
+            ),
+            "repeated transforms",
+        );
+        refused(
+            response(
+                None,
+                Some(signature(
+                    "#_a",
+                    &[ENVELOPED],
+                    "http://www.w3.org/2000/09/xmldsig#sha1",
+                )),
+            ),
+            "SHA-1",
+        );
+        refused(
+            response(
+                None,
+                Some(good("#_a").replace(
+                    "</ds:Signature>",
+                    "<ds:Object><x/></ds:Object></ds:Signature>",
+                )),
+            ),
+            "an Object",
+        );
+        refused(
+            response(
+                None,
+                Some(good("#_a").replace(
+                    "<ds:SignatureValue>",
+                    r#"<ds:KeyInfo><ds:RetrievalMethod URI="probe.txt"/></ds:KeyInfo><ds:SignatureValue>"#,
+                )),
+            ),
+            "a RetrievalMethod",
+        );
+        // A signature in an element the SP does not read (the wrapping attack's first step).
+        let wrapped = response(None, None).replace(
+            "<samlp:Status/>",
+            &format!(
+                r#"<samlp:Extensions><saml:Assertion ID="_w">{}</saml:Assertion></samlp:Extensions><samlp:Status/>"#,
+                good("#_w")
+            ),
+        );
+        refused(
+            wrapped,
+            "a signature outside the Response and its Assertion",
+        );
     }
 }

@@ -32,7 +32,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use http_body_util::BodyExt;
 
 use self::ctx::Ctx;
 use self::stream::{RelayBody, Source};
@@ -270,22 +269,8 @@ fn authorize<'r>(
 
 /// Reads the request body within the size limit and the body timeout.
 async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
-    let limit = gw.settings.max_body_bytes;
-    let timeout = gw.settings.body_timeout;
-    let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(GatewayError::BodyTimeout {
-            secs: timeout.as_secs(),
-        }),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::BodyTooLarge { limit })
-        }
-        Ok(Err(e)) => Err(GatewayError::bad_request(
-            format!("could not read the request body: {e}"),
-            None,
-        )),
-    }
+    crate::http::body::read_limited(body, gw.settings.max_body_bytes, gw.settings.body_timeout)
+        .await
 }
 
 /// `x-request-id` and the model that served the request go on every response.
