@@ -41,6 +41,12 @@ pub enum GatewayError {
         code: Option<String>,
         retry_after: Option<HeaderValue>,
     },
+    /// The provider refused llmgate's own credentials (401/403). Its message is not relayed: it
+    /// may echo part of the key, and the caller's key is not the one at fault.
+    #[error(
+        "the provider of model `{model}` refused the gateway's credentials; this is a gateway configuration problem, not your API key; the gateway's operators can see it in its log"
+    )]
+    UpstreamAuth { model: String },
     #[error("no replica of model `{0}` could be reached")]
     Unreachable(String),
     #[error("upstream of model `{0}` did not answer in time")]
@@ -121,9 +127,9 @@ impl GatewayError {
             // A client error upstream (bad parameters, its rate limit) is the caller's to see
             // as is; a server error upstream is a bad gateway from the caller's side.
             GatewayError::Upstream { status, .. } if status.is_client_error() => *status,
-            GatewayError::Upstream { .. } | GatewayError::BadUpstreamResponse(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::Upstream { .. }
+            | GatewayError::UpstreamAuth { .. }
+            | GatewayError::BadUpstreamResponse(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::RateLimited { .. }
@@ -153,6 +159,7 @@ impl GatewayError {
                 "upstream_client_error"
             }
             GatewayError::Upstream { .. } => "upstream_server_error",
+            GatewayError::UpstreamAuth { .. } => "upstream_auth_failed",
             GatewayError::Unreachable(_) => "upstream_unreachable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::BadUpstreamResponse(_) => "bad_upstream_response",
@@ -167,6 +174,7 @@ impl GatewayError {
     pub fn fault(&self) -> Fault {
         match self {
             GatewayError::Upstream { .. }
+            | GatewayError::UpstreamAuth { .. }
             | GatewayError::Unreachable(_)
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::BadUpstreamResponse(_) => Fault::Upstream,
@@ -199,6 +207,7 @@ impl GatewayError {
                 }),
                 code.as_deref().or(Some(self.reason())),
             ),
+            GatewayError::UpstreamAuth { .. } => ("upstream_error", Some("upstream_auth_failed")),
             GatewayError::Unreachable(_) => ("upstream_error", Some("upstream_unreachable")),
             GatewayError::UpstreamTimeout(_) => ("upstream_error", Some("upstream_timeout")),
             GatewayError::BadUpstreamResponse(_) => {

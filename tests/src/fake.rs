@@ -219,11 +219,17 @@ fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         Ok(())
     } else {
         s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        // As OpenAI does: the message echoes the end of the key it was given.
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let tail = &given[given.len().saturating_sub(4)..];
         Err(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "invalid_api_key",
-            "Incorrect API key provided.",
+            &format!("Incorrect API key provided: sk-...{tail}."),
         ))
     }
 }

@@ -98,6 +98,54 @@ async fn chat_goes_upstream_with_the_upstream_key_and_model() {
 }
 
 #[tokio::test]
+async fn a_provider_refusing_the_gateways_key_is_a_502_that_echoes_nothing() {
+    // The upstream expects another key than the one the gateway holds.
+    let up = FakeUpstream::start("sk-the-provider-expects-another-key")
+        .await
+        .expect("fake upstream");
+    let cfg = access_yaml() + &endpoint_yaml("llama", "meta/llama-3", &[up.base_url()], "");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let echoed = format!("sk-...{}", &UPSTREAM_KEY[UPSTREAM_KEY.len() - 4..]);
+
+    let embed = json!({"model": "llama", "input": "hi"});
+    let calls = [
+        ("/v1/chat/completions", chat("llama", "hi")),
+        ("/v1/chat/completions", streamed("llama", "hi")),
+        ("/v1/embeddings", embed),
+    ];
+    for (path, body) in calls {
+        let r = gw.call("POST", path, Some(body)).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{path}: {:?}", r.body);
+        let e = &r.json()["error"];
+        assert_eq!(e["code"], "upstream_auth_failed", "{path}: {e}");
+        assert_eq!(e["type"], "upstream_error", "{path}: {e}");
+        let message = e["message"].as_str().unwrap_or("");
+        assert!(message.contains("`llama`"), "{message}");
+        assert!(
+            !message.contains(&echoed) && !message.contains("Incorrect API key"),
+            "the provider's text is relayed: {message}"
+        );
+    }
+    // The upstream was asked each time (so its refusal is what the caller saw)...
+    assert_eq!(up.stats.unauthorized.load(Ordering::Relaxed), 3);
+    // ...and the operators learn which endpoint's credentials are wrong.
+    let log = gw.stderr();
+    assert!(
+        log.matches("refused the endpoint's credentials").count() == 3
+            && log.contains("ModelEndpoint default/llama"),
+        "{log}"
+    );
+    assert!(!log.contains(&echoed), "the key's tail is logged: {log}");
+    let records = gw.audit_until(3).await;
+    assert!(
+        records
+            .iter()
+            .all(|r| r["status"] == 502 && r["error_reason"] == "upstream_auth_failed"),
+        "{records:?}"
+    );
+}
+
+#[tokio::test]
 async fn streams_relay_chunks_as_they_come_and_hide_the_usage_chunk_unless_asked() {
     let up = fake().await;
     let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:150", &[up.base_url()], "");

@@ -175,7 +175,14 @@ async fn chat_stages(
             let (parts, body) = answer.response.into_parts();
             if !status.is_success() {
                 let bytes = upstream::read_body(body, answer.deadline, &ep.spec.model).await?;
-                return Err(adapter.error(status, &parts.headers, &bytes));
+                return Err(upstream::refusal(
+                    ep,
+                    adapter.as_ref(),
+                    status,
+                    &parts.headers,
+                    &bytes,
+                    ctx,
+                ));
             }
             if stream {
                 Ok(Reply::Stream(
@@ -236,7 +243,14 @@ async fn embeddings_stages(
             let (parts, body) = answer.response.into_parts();
             let bytes = upstream::read_body(body, answer.deadline, &ep.spec.model).await?;
             if !status.is_success() {
-                return Err(adapter.error(status, &parts.headers, &bytes));
+                return Err(upstream::refusal(
+                    ep,
+                    adapter.as_ref(),
+                    status,
+                    &parts.headers,
+                    &bytes,
+                    ctx,
+                ));
             }
             ctx.first_token();
             let t = adapter.embeddings_response(bytes, wanted)?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -15,7 +16,7 @@ use super::route::{self, InFlight, Outcome, ReplicaState};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http::client::ConnectInfo;
-use crate::llm::providers::Op;
+use crate::llm::providers::{HttpAdapter, Op};
 use crate::runtime::{Backend, EndpointRt};
 
 /// Largest upstream body read into memory (non-streaming responses and error bodies).
@@ -163,4 +164,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// An upstream's error answer as the caller's error. A 401/403 says the provider refused
+/// llmgate's own credentials: the caller gets a 502 of ours (the provider's text may echo part
+/// of the key), the operators a log line naming the endpoint.
+pub fn refusal(
+    ep: &EndpointRt,
+    adapter: &dyn HttpAdapter,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    ctx: &Ctx,
+) -> GatewayError {
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        tracing::error!(
+            request_id = ctx.request_id(),
+            endpoint = %ep.spec.source,
+            model = %ep.spec.model,
+            replica = ctx.rec.replica.as_deref().unwrap_or(""),
+            status = status.as_u16(),
+            "the provider refused the endpoint's credentials; check its secretRef"
+        );
+        return GatewayError::UpstreamAuth {
+            model: ep.spec.model.clone(),
+        };
+    }
+    adapter.error(status, headers, body)
 }
