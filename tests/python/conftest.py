@@ -596,3 +596,13 @@ def pytest_runtest_makereport(item, call):
         for svc in _LIVE:
             sections.append(f"--- {svc.name} (pid {svc.proc.pid}, log {svc.log_path}) ---\n{svc.log_tail(20)}")
         rep.sections.append(("service logs", "\n".join(sections)))
+
+
+def assert_browser_hardened(headers, what: str) -> None:
+    """What every login page and answer carries: it may hold a token."""
+    csp = headers.get("Content-Security-Policy") or ""
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, (what, csp)
+    assert headers.get("X-Frame-Options") == "DENY", what
+    assert headers.get("X-Content-Type-Options") == "nosniff", what
+    assert headers.get("Cache-Control") == "no-store", what
+    assert headers.get("Referrer-Policy") == "no-referrer", what

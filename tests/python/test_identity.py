@@ -20,7 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import REPO_ROOT, free_port, start_service, wait_until
+from conftest import REPO_ROOT, assert_browser_hardened, free_port, start_service, wait_until
 
 OIDC_DIR = REPO_ROOT / "tests" / "oidc"
 USERS = {"alice": ["ml-eng"], "pat": ["product"], "carol": ["ml-eng"]}
@@ -125,6 +125,7 @@ def login(gateway_url: str, user: str) -> dict:
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     with opener.open(req, timeout=30) as resp:
         assert resp.geturl().startswith(f"{gateway_url}/auth/callback/default/corp?"), resp.geturl()
+        assert_browser_hardened(resp.headers, "OIDC callback")
         return json.loads(resp.read())
 
 
@@ -224,3 +225,4 @@ def test_a_login_not_started_here_is_refused(make_gateway, idp):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"{base}/auth/callback/default/corp?code=abc&state=xyz", timeout=10)
     assert e.value.code == 400
+    assert_browser_hardened(e.value.headers, "OIDC callback refusal")

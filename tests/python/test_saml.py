@@ -27,7 +27,7 @@ import openai
 import pytest
 
 import saml_idp
-from conftest import free_port
+from conftest import assert_browser_hardened, free_port
 
 SP_ENTITY = "urn:llmgate:test-sp"
 OTHER_SP = "urn:someone-else:sp"
@@ -124,6 +124,7 @@ def gateway_login_redirect(gw) -> str:
     with pytest.raises(urllib.error.HTTPError) as e:
         opener.open(f"{base}/auth/login/default/corp-saml", timeout=10)
     assert e.value.code == 302
+    assert_browser_hardened(e.value.headers, "login redirect")
     return e.value.headers["Location"]
 
 
@@ -170,7 +171,23 @@ def test_saml_login_gives_a_token_and_bad_responses_are_refused(saml_gateway):
     base = gw.base_url.removesuffix("/v1")
     with urllib.request.urlopen(f"{base}/auth/saml/metadata/default/corp-saml", timeout=5) as r:
         md = r.read().decode()
+        assert_browser_hardened(r.headers, "metadata")
     assert SP_ENTITY in md and acs in md
+
+    # The token page a browser sees, and a refusal.
+    page_request = urllib.request.Request(
+        acs,
+        data=urllib.parse.urlencode({"SAMLResponse": idp_login(gateway_login_redirect(gw), "alice")}).encode(),
+        headers={"Accept": "text/html"},
+    )
+    with urllib.request.urlopen(page_request, timeout=10) as r:
+        page = r.read().decode()
+        assert r.headers["Content-Type"].startswith("text/html") and "Logged in as alice@example.test" in page
+        assert_browser_hardened(r.headers, "token page")
+    with pytest.raises(urllib.error.HTTPError) as refusal:
+        urllib.request.urlopen(urllib.request.Request(acs, data=b"SAMLResponse=eA=="), timeout=10)
+    assert refusal.value.code == 401
+    assert_browser_hardened(refusal.value.headers, "refusal")
 
     # alice: the whole SP-initiated flow.
     location = gateway_login_redirect(gw)

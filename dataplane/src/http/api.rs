@@ -17,6 +17,16 @@ pub fn api_router(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(pipeline::embeddings))
         .route("/v1/models", get(pipeline::list_models))
         .route("/v1/models/{*id}", get(pipeline::get_model))
+        .merge(login_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gw)
+}
+
+/// The browser-login routes. Their pages carry a token, so every answer forbids framing,
+/// scripts, sniffing, caching and referrers.
+fn login_routes() -> Router<Arc<Gateway>> {
+    Router::new()
         .route(
             "/auth/login/{namespace}/{name}",
             get(crate::identity::login::login),
@@ -33,9 +43,30 @@ pub fn api_router(gw: Arc<Gateway>) -> Router {
             "/auth/saml/metadata/{namespace}/{name}",
             get(crate::identity::login::saml_metadata),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(gw)
+        .layer(axum::middleware::map_response(browser_hardening))
+}
+
+async fn browser_hardening(mut r: axum::response::Response) -> axum::response::Response {
+    use http::{HeaderValue, header};
+    let h = r.headers_mut();
+    // The token page is static HTML with one inline style attribute and nothing else.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 async fn not_found(uri: http::Uri, headers: http::HeaderMap) -> axum::response::Response {
