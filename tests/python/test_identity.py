@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import http.cookiejar
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -172,6 +174,21 @@ def test_login_gives_a_token_the_sdk_uses_and_policy_decides(make_gateway, idp):
     assert len(svc.embeddings.create(model="embed", input="hello").data) == 1
     with pytest.raises(openai.PermissionDeniedError):
         svc.chat.completions.create(model="llama-3", messages=[{"role": "user", "content": "hi"}])
+
+    # A gateway token re-signed with the gateway's own key: accepted with its header as minted,
+    # refused once the header lists a critical extension llmgate does not understand.
+    def resigned(token: str, **extra) -> str:
+        head, payload, _ = token.split(".")
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        header.update(extra)
+        head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+        mac = hmac.new(TOKEN_KEY.encode(), f"{head}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{head}.{payload}." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    assert len(gw.client(resigned(alice["access_token"])).models.list().data) == 2
+    with pytest.raises(openai.AuthenticationError) as e:
+        gw.client(resigned(alice["access_token"], crit=["urn:x"], **{"urn:x": 1})).models.list()
+    assert "critical header" in e.value.message
 
     # A tampered token is a 401 the SDK reports as such.
     bad = alice["access_token"][:-8] + ("A" * 8 if not alice["access_token"].endswith("A" * 8) else "B" * 8)

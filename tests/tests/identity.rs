@@ -239,7 +239,26 @@ async fn tokens_that_must_be_refused_are() {
         jsonwebtoken::encode(&h, &good, &key).expect("sign")
     };
 
+    // Validly signed, but it lists a critical header (RFC 7515 §4.1.11) llmgate does not
+    // understand. The same header without `crit` is accepted, so only `crit` refuses it.
+    let signed_with_header = |header: Value| {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&idp.private_pem("k1")).expect("key");
+        let head = b64(header.to_string().as_bytes());
+        let body = b64(good.to_string().as_bytes());
+        let input = format!("{head}.{body}");
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::RS256)
+                .expect("sign");
+        format!("{input}.{sig}")
+    };
+    let plain = signed_with_header(json!({"alg": "RS256", "kid": "k1", "typ": "JWT", "urn:x": 1}));
+    assert_eq!(chat(&gw, &plain, "gpt-4").await.status, 200);
+    let critical = signed_with_header(
+        json!({"alg": "RS256", "kid": "k1", "typ": "JWT", "crit": ["urn:x"], "urn:x": 1}),
+    );
+
     let cases: Vec<(&str, String, &str)> = vec![
+        ("critical header", critical, "critical header"),
         ("expired", with("exp", json!(now - 60)), "expired"),
         (
             "not yet valid",

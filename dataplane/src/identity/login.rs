@@ -454,7 +454,7 @@ impl token::Issuer {
     }
 
     fn open_login(&self, cookie: &str) -> Option<Pending> {
-        let kid = jsonwebtoken::decode_header(cookie).ok()?.kid?;
+        let kid = super::jwt_header(cookie).ok()?.kid?;
         let key = self.login_decoding_key(&kid)?;
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&[LOGIN_AUD]);

@@ -64,6 +64,19 @@ pub enum TokenError {
     Revoked,
     #[error("token nonce does not match the login")]
     Nonce,
+    #[error("token lists a critical header llmgate does not understand")]
+    CriticalHeader,
+}
+
+/// A JWT's header, refusing what llmgate cannot honour: `alg: none` and unknown algorithms
+/// (they fail to parse), and any `crit` entry, since llmgate implements no JWS extension
+/// (RFC 7515 §4.1.11: a recipient must refuse critical headers it does not understand).
+pub fn jwt_header(token: &str) -> Result<jsonwebtoken::Header, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(TokenError::CriticalHeader);
+    }
+    Ok(header)
 }
 
 /// Who a verified token speaks for.

@@ -223,7 +223,7 @@ impl Verifier {
         nonce: &str,
         client: &UpstreamClient,
     ) -> Result<TokenIdentity, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = super::jwt_header(token)?;
         let claims = self
             .verify_claims(
                 token,
@@ -373,7 +373,7 @@ impl Verifiers {
         client: &UpstreamClient,
     ) -> Result<TokenIdentity, TokenError> {
         // `alg: none` and unknown algorithms fail to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = super::jwt_header(token)?;
         let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|_| TokenError::Malformed)?;
         let issuer = claims

@@ -113,7 +113,7 @@ impl Issuer {
 
     /// Verifies a gateway token; who it speaks for.
     pub fn verify(&self, token: &str) -> Result<TokenIdentity, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = super::jwt_header(token)?;
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::Algorithm);
         }
