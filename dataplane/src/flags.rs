@@ -1,6 +1,6 @@
 //! Command-line flags of `llmgate-dataplane`; every flag is also an `LLMGATE_*` variable.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,13 +51,16 @@ pub struct Settings {
     #[arg(long, env = "LLMGATE_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
 
-    /// Address of the OpenAI-compatible API.
-    #[arg(long, env = "LLMGATE_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    /// Address of the OpenAI-compatible API. Default `0.0.0.0:8080` with `--config-dir` or
+    /// `--control-plane`; `127.0.0.1:8080` for the embedded quickstart, whose demo key is
+    /// public.
+    #[arg(long, env = "LLMGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
 
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "LLMGATE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
-    pub admin_listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics. Default `0.0.0.0:9090`, or `127.0.0.1:9090`
+    /// for the embedded quickstart.
+    #[arg(long, env = "LLMGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// Where audit records go, one JSON object per line: `-` for stdout, or a file appended to.
     #[arg(long, env = "LLMGATE_AUDIT_LOG", default_value = "-")]
@@ -120,9 +123,63 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Settings {
+    /// No configuration given: the embedded quickstart is served.
+    pub fn is_quickstart(&self) -> bool {
+        self.config_dir.is_none() && self.control_plane.is_none()
+    }
+
+    /// Where the API listens: `--listen`, else the mode's default.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| self.default_addr(8080))
+    }
+
+    /// Where /healthz, /readyz and /metrics listen: `--admin-listen`, else the mode's default.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listen.unwrap_or_else(|| self.default_addr(9090))
+    }
+
+    /// Loopback for the quickstart, since anyone who can reach it holds its published demo
+    /// key; every address otherwise, as a pod behind a Service needs.
+    fn default_addr(&self, port: u16) -> SocketAddr {
+        let ip = if self.is_quickstart() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        SocketAddr::from((ip, port))
+    }
+
     /// Settings for tests: loopback ports chosen by the OS are not needed since tests drive the
     /// router directly.
     pub fn for_tests() -> Self {
         Settings::parse_from(["llmgate-dataplane", "--audit-log", "-"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_quickstart_defaults_to_loopback() {
+        let s = |args: &[&str]| {
+            let mut argv = vec!["llmgate-dataplane"];
+            argv.extend_from_slice(args);
+            let s = Settings::parse_from(argv);
+            (s.api_addr().to_string(), s.admin_addr().to_string())
+        };
+        let loopback = ("127.0.0.1:8080".to_owned(), "127.0.0.1:9090".to_owned());
+        let every = ("0.0.0.0:8080".to_owned(), "0.0.0.0:9090".to_owned());
+        assert_eq!(s(&[]), loopback);
+        assert_eq!(s(&["--config-dir", "/etc/llmgate"]), every);
+        let operator = [
+            "--control-plane",
+            "http://op:8081",
+            "--control-plane-token-file",
+            "/t",
+        ];
+        assert_eq!(s(&operator), every);
+        let chosen = s(&["--listen", "0.0.0.0:80", "--admin-listen", "[::1]:9"]);
+        assert_eq!(chosen, ("0.0.0.0:80".to_owned(), "[::1]:9".to_owned()));
     }
 }

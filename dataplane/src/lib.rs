@@ -151,24 +151,39 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         }
     };
 
-    let api = TcpListener::bind(settings.listen)
+    let (api_addr, admin_addr) = (settings.api_addr(), settings.admin_addr());
+    let api = TcpListener::bind(api_addr)
         .await
         .map_err(|source| RunError::Bind {
-            addr: settings.listen,
+            addr: api_addr,
             source,
         })?;
-    let admin = TcpListener::bind(settings.admin_listen)
+    let admin = TcpListener::bind(admin_addr)
         .await
         .map_err(|source| RunError::Bind {
-            addr: settings.admin_listen,
+            addr: admin_addr,
             source,
         })?;
     tracing::info!(
-        listen = %settings.listen,
-        admin = %settings.admin_listen,
+        listen = %api_addr,
+        admin = %admin_addr,
         config = %described,
         "llmgate data plane serving"
     );
+    if settings.is_quickstart() {
+        if api_addr.ip().is_loopback() {
+            tracing::info!(
+                "the quickstart's demo key is public, so it listens on loopback only; \
+                 pass --listen (for example --listen 0.0.0.0:8080) to serve other hosts"
+            );
+        } else {
+            tracing::warn!(
+                listen = %api_addr,
+                "the quickstart's demo key is public and this address serves other hosts: \
+                 anyone who reaches it may call its models"
+            );
+        }
+    }
 
     background.push(tokio::spawn(probe::run(Arc::clone(&gw))));
     alerts::install(&counters, gw.clients.get(2_000), gw.metrics.alerts.clone());

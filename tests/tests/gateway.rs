@@ -687,3 +687,230 @@ async fn a_caller_hanging_up_before_the_answer_is_recorded_and_the_upstream_call
         "recorded when the caller left, not when the upstream answered"
     );
 }
+
+/// The peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_mock_model_does_bounded_work_whatever_the_request() {
+    let cfg = access_yaml()
+        + r#"
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: echo}
+spec:
+  model: echo
+  provider: mock
+  maxOutputTokens: 50
+  mock: {echo: true, chunkWords: 1, embeddingDimensions: 8}
+"#;
+    let gw = Gateway::start(&cfg, &[]).await;
+    let before = peak_rss_kib(gw.pid());
+    assert!(before > 0, "no VmHWM for the gateway");
+
+    // A 7 MB prompt of 3.5 million words, echoed as a stream and as one answer: no more words
+    // than the model's maximum output, and the replica does not grow by the prompt's events.
+    let prompt = "a ".repeat(3_500_000);
+    let resp = gw.chat_stream(&streamed("echo", &prompt)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = SseReader::new(resp.into_body()).all().await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let words: usize = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .map(|c| c.split_whitespace().count())
+        .sum();
+    assert_eq!(words, 50, "{} events", events.len());
+    let r = gw
+        .call("POST", "/v1/chat/completions", Some(chat("echo", &prompt)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert_eq!(content.split_whitespace().count(), 50);
+    assert_eq!(v["usage"]["completion_tokens"], 50);
+    let grown = peak_rss_kib(gw.pid()).saturating_sub(before);
+    assert!(grown < 100 * 1024, "the replica grew by {grown} KiB");
+
+    // Embeddings: at most 2048 inputs, refused in the caller's shape beyond that.
+    let inputs = |n: usize| json!({"model": "echo", "input": vec!["x"; n]});
+    let r = gw.call("POST", "/v1/embeddings", Some(inputs(2049))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let err = &r.json()["error"];
+    assert_eq!(err["param"], "input");
+    assert_eq!(err["message"], "input may hold at most 2048 items");
+    let r = gw.call("POST", "/v1/embeddings", Some(inputs(2048))).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["data"].as_array().map(Vec::len), Some(2048));
+    // One long token array is one input, one vector.
+    let tokens = json!({"model": "echo", "input": vec![7; 100_000]});
+    let r = gw.call("POST", "/v1/embeddings", Some(tokens)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["data"].as_array().map(Vec::len), Some(1));
+}
+
+/// Starts `llmgate-dataplane` with `args` and no `LLMGATE_*` variables, and returns its log up
+/// to the line saying where it serves (or until it exits), then stops it.
+fn startup_log(args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(llmgate_tests::harness::binary("llmgate-dataplane"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LLMGATE_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .args(args)
+        .args(["--audit-log", "/dev/null"])
+        .env("LLMGATE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start llmgate-dataplane");
+    let stderr = child.stderr.take().expect("stderr");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let line = strip_ansi(&line);
+            log.push_str(&line);
+            log.push('\n');
+            // Outside the quickstart nothing follows the line saying where it serves.
+            let serving =
+                line.contains("data plane serving") && args.iter().any(|a| a == "--config-dir");
+            if serving || line.contains("cannot listen") || line.contains("other hosts") {
+                break;
+            }
+        }
+        log
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().expect("log reader")
+}
+
+#[test]
+fn the_quickstart_listens_on_loopback_only_and_says_so() {
+    // Started with no flags (port 8080 may be taken here: the address it tried is named either
+    // way).
+    let log = startup_log(&[]);
+    assert!(log.contains("127.0.0.1:8080"), "{log}");
+    assert!(
+        !log.contains("listen=0.0.0.0") && !log.contains("admin=0.0.0.0"),
+        "{log}"
+    );
+    if !log.contains("cannot listen") {
+        assert!(log.contains("admin=127.0.0.1:9090"), "{log}");
+        assert!(log.contains("listens on loopback only"), "{log}");
+        assert!(log.contains("--listen"), "{log}");
+    }
+    // Binding every address is a choice, and a warned one.
+    let port = free_port().port().to_string();
+    let admin = free_port().port().to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let log = startup_log(&[
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+    ]);
+    assert!(log.contains("WARN"), "{log}");
+    assert!(
+        log.contains("demo key is public and this address serves other hosts"),
+        "{log}"
+    );
+}
+
+/// The text of a log line without its terminal colours.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ending with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_secret_reference_naming_a_path_is_refused_and_nothing_is_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (config, secrets) = (tmp.path().join("config"), tmp.path().join("secrets"));
+    std::fs::create_dir_all(&config).expect("config dir");
+    std::fs::create_dir_all(secrets.join("upstream")).expect("secrets dir");
+    // The files each reference would reach if it were joined to the secrets directory.
+    std::fs::create_dir_all(tmp.path().join("outside")).expect("outside dir");
+    std::fs::write(tmp.path().join("outside/api-key"), UPSTREAM_KEY).expect("outside key");
+    let absolute = tmp.path().join("absolute-key");
+    std::fs::write(&absolute, UPSTREAM_KEY).expect("absolute key");
+    let cases = [
+        (
+            "../outside".to_owned(),
+            "api-key".to_owned(),
+            "secret name \"../outside\"",
+        ),
+        (
+            "upstream".to_owned(),
+            absolute.display().to_string(),
+            "secret key \"/",
+        ),
+        (
+            "upstream".to_owned(),
+            "../../outside/api-key".to_owned(),
+            "never '..'",
+        ),
+    ];
+    for (name, key, refused) in cases {
+        let cfg = access_yaml()
+            + &endpoint_yaml(
+                "llama",
+                "meta/llama-3",
+                &["http://127.0.0.1:9/v1".into()],
+                "",
+            )
+            .replace(
+                "{name: upstream, key: api-key}",
+                &format!("{{name: \"{name}\", key: \"{key}\"}}"),
+            );
+        std::fs::write(config.join("main.yaml"), cfg).expect("config");
+        let log = startup_log(&[
+            "--config-dir",
+            &config.display().to_string(),
+            "--secrets-dir",
+            &secrets.display().to_string(),
+            "--listen",
+            &free_port().to_string(),
+            "--admin-listen",
+            &free_port().to_string(),
+        ]);
+        assert!(
+            log.contains("the configuration is not valid"),
+            "{name}/{key}: {log}"
+        );
+        assert!(log.contains(refused), "{name}/{key}: {log}");
+        assert!(!log.contains("data plane serving"), "{name}/{key}: {log}");
+    }
+}

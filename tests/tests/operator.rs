@@ -210,3 +210,65 @@ async fn snapshots_travel_over_tls_when_the_operator_has_a_certificate() {
     }
     assert!(!untrusting_state.path().join("snapshot.json").exists());
 }
+
+/// Waits until the gateway's log holds `text`.
+async fn until_logged(gw: &Gateway, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = gw.stderr();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "never logged {text:?}:\n{log}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_kept_snapshot_is_private_and_one_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    let op = Operator::start(&(access_yaml() + &mock("m1"))).await;
+    let tmp = tempfile::tempdir().expect("dir");
+    let state = tmp.path().join("state");
+    let kept = state.join("snapshot.json");
+    let mut gw = Gateway::start_subscribed(&op.url(), &op.token_file, &state, "dp-a", &[]);
+    gw.wait_ready().await;
+    until_all_serve(&[&gw], "m1", Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !kept.exists() {
+        assert!(Instant::now() < deadline, "nothing kept:\n{}", gw.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mode(&state), 0o700, "state directory");
+    assert_eq!(mode(&kept), 0o600, "kept snapshot");
+    // The operator is on loopback: nothing to warn about.
+    assert!(!gw.stderr().contains("plain http"), "{}", gw.stderr());
+    drop(gw);
+
+    // Someone opened the kept file to every user: the data plane refuses to start on it.
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let mut gw = Gateway::start_subscribed(&op.url(), &op.token_file, &state, "dp-a", &[]);
+    let log = until_logged(&gw, "can be written by other users").await;
+    assert!(log.contains("chmod 600"), "{log}");
+    let status = gw.exited_within(Duration::from_secs(5)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+}
+
+#[tokio::test]
+async fn a_plain_http_operator_beyond_loopback_is_warned_about() {
+    let tmp = tempfile::tempdir().expect("dir");
+    let token = tmp.path().join("token");
+    std::fs::write(&token, OPERATOR_TOKEN).expect("token");
+    let url = "http://llmgate-operator.invalid:8081";
+    let gw = Gateway::start_subscribed(url, &token, &tmp.path().join("state"), "dp-a", &[]);
+    let log = until_logged(&gw, "plain http on llmgate-operator.invalid").await;
+    assert!(
+        log.contains("WARN") && log.contains("travel in clear"),
+        "{log}"
+    );
+}

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use llmgate_snapshot::{self as snap, ResourceRef, Secret};
 
-use super::{CompileError, Errs, Reason, Resources, SecretKeyRef, key_ref, sha256_hex, source};
+use super::{
+    CompileError, Errs, Reason, Resources, SecretKeyRef, secret_value, sha256_hex, source,
+};
 use crate::object::Object;
 use crate::resources::ApiKeySpec;
 
@@ -70,20 +72,8 @@ fn compile_api_key(
                 None
             }
         }
-        (None, Some(s)) => {
-            let r = key_ref(&src.namespace, s);
-            match secrets.get(&r) {
-                Some(v) if !v.expose().is_empty() => Some(sha256_hex(v.expose().trim())),
-                _ => {
-                    errs.push(
-                        "spec.secretRef",
-                        Reason::MissingSecret,
-                        format!("{r} has no value"),
-                    );
-                    None
-                }
-            }
-        }
+        (None, Some(s)) => secret_value(&src.namespace, s, "spec.secretRef", secrets, errs)
+            .map(|(_, v)| sha256_hex(v.expose().trim())),
         _ => {
             errs.push(
                 "spec",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use llmgate_snapshot::{self as snap, ResourceRef, Secret};
 
 use super::{
-    CompileError, Errs, Reason, Resources, SecretKeyRef, key_ref, positive_millis, source,
+    CompileError, Errs, Reason, Resources, SecretKeyRef, positive_millis, secret_value, source,
 };
 use crate::object::Object;
 use crate::resources::GatewayTokensSpec;
@@ -47,21 +47,17 @@ fn compile_gateway_tokens(
     let spec = &g.spec;
     let mut keys = Vec::new();
     for (i, k) in spec.signing_keys.iter().enumerate() {
-        let r = key_ref(&src.namespace, &k.secret_ref);
-        match secrets.get(&r) {
-            Some(s) if s.expose().len() >= 32 => keys.push((k.id.clone(), s.clone())),
-            Some(_) => errs.push(
-                format!("spec.signingKeys[{i}].secretRef"),
+        let field = format!("spec.signingKeys[{i}].secretRef");
+        match secret_value(&src.namespace, &k.secret_ref, &field, secrets, errs) {
+            Some((_, s)) if s.expose().len() >= 32 => keys.push((k.id.clone(), s.clone())),
+            Some((r, _)) => errs.push(
+                field,
                 Reason::Invalid,
                 format!(
                     "{r} is shorter than 32 bytes; generate one with `openssl rand -base64 48`"
                 ),
             ),
-            None => errs.push(
-                format!("spec.signingKeys[{i}].secretRef"),
-                Reason::MissingSecret,
-                format!("{r} has no value"),
-            ),
+            None => {}
         }
     }
     if spec.signing_keys.is_empty() {

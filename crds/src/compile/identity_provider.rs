@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use llmgate_snapshot::{self as snap, ResourceRef, Secret};
 
-use super::{CompileError, Errs, Reason, Resources, SecretKeyRef, key_ref, parse_base_url, source};
+use super::{
+    CompileError, Errs, Reason, Resources, SecretKeyRef, parse_base_url, secret_value, source,
+};
 use crate::duration::parse_millis;
 use crate::object::Object;
 use crate::resources::IdentityProviderSpec;
@@ -160,15 +162,13 @@ fn compile_oidc(
         if let Err(m) = parse_base_url(&l.redirect_url) {
             errs.push("spec.oidc.login.redirectUrl", Reason::Invalid, m);
         }
-        let r = key_ref(&src.namespace, &l.client_secret.secret_ref);
-        let Some(secret) = secrets.get(&r) else {
-            errs.push(
-                "spec.oidc.login.clientSecret.secretRef",
-                Reason::MissingSecret,
-                format!("{r} has no value"),
-            );
-            return None;
-        };
+        let (_, secret) = secret_value(
+            &src.namespace,
+            &l.client_secret.secret_ref,
+            "spec.oidc.login.clientSecret.secretRef",
+            secrets,
+            errs,
+        )?;
         Some(snap::OidcLogin {
             client_id: l.client_id.clone(),
             client_secret: secret.clone(),

@@ -103,30 +103,33 @@ impl Resources {
         }
     }
 
-    /// The secret keys compile will look up, so the caller can resolve exactly these.
+    /// The secret keys compile will look up, so the caller can resolve exactly these. Invalid
+    /// references are left out: compile refuses them, and nothing is read for them.
     pub fn secret_refs(&self) -> BTreeSet<SecretKeyRef> {
         let mut refs = BTreeSet::new();
+        let mut insert = |namespace: &str, s: &SecretKeySelector| {
+            if let Ok(r) = key_ref(namespace, s) {
+                refs.insert(r);
+            }
+        };
         for me in &self.model_endpoints {
             if let Some(c) = &me.spec.credentials {
-                refs.insert(key_ref(namespace_of(&me.metadata), &c.api_key.secret_ref));
+                insert(namespace_of(&me.metadata), &c.api_key.secret_ref);
             }
         }
         for k in &self.api_keys {
             if let Some(s) = &k.spec.secret_ref {
-                refs.insert(key_ref(namespace_of(&k.metadata), s));
+                insert(namespace_of(&k.metadata), s);
             }
         }
         for i in &self.identity_providers {
             if let Some(l) = i.spec.oidc.as_ref().and_then(|o| o.login.as_ref()) {
-                refs.insert(key_ref(
-                    namespace_of(&i.metadata),
-                    &l.client_secret.secret_ref,
-                ));
+                insert(namespace_of(&i.metadata), &l.client_secret.secret_ref);
             }
         }
         for g in &self.gateway_tokens {
             for k in &g.spec.signing_keys {
-                refs.insert(key_ref(namespace_of(&g.metadata), &k.secret_ref));
+                insert(namespace_of(&g.metadata), &k.secret_ref);
             }
         }
         refs
@@ -290,11 +293,70 @@ fn source(kind: &str, meta: &Metadata) -> ResourceRef {
     }
 }
 
-fn key_ref(namespace: &str, s: &SecretKeySelector) -> SecretKeyRef {
-    SecretKeyRef {
+/// A Secret reference, refused unless its name and key are ones Kubernetes allows: outside a
+/// cluster they become a file `--secrets-dir/<name>/<key>` and an environment variable, so an
+/// absolute path or a `..` must never reach either.
+fn key_ref(namespace: &str, s: &SecretKeySelector) -> Result<SecretKeyRef, String> {
+    if !is_dns_subdomain(&s.name) {
+        return Err(format!(
+            "secret name {:?} must be a Kubernetes name: lower-case letters, digits, '-' and '.', \
+             starting and ending with a letter or digit",
+            s.name
+        ));
+    }
+    let key_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if s.key.is_empty()
+        || s.key.len() > 253
+        || !s.key.chars().all(key_chars)
+        || s.key.contains("..")
+        || s.key == "."
+    {
+        return Err(format!(
+            "secret key {:?} may hold only letters, digits, '-', '_' and '.', and never '..'",
+            s.key
+        ));
+    }
+    Ok(SecretKeyRef {
         namespace: namespace.to_string(),
         name: s.name.clone(),
         key: s.key.clone(),
+    })
+}
+
+/// RFC 1123 subdomain, as Kubernetes names Secrets.
+fn is_dns_subdomain(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
+}
+
+/// The value of the Secret key `s` refers to, or why there is none: an invalid reference is
+/// `Invalid`, a key without a value `MissingSecret` (which only leaves the resource out).
+fn secret_value<'s>(
+    namespace: &str,
+    s: &SecretKeySelector,
+    field: &str,
+    secrets: &'s BTreeMap<SecretKeyRef, Secret>,
+    errs: &mut Errs<'_>,
+) -> Option<(SecretKeyRef, &'s Secret)> {
+    let r = match key_ref(namespace, s) {
+        Ok(r) => r,
+        Err(m) => {
+            errs.push(field, Reason::Invalid, m);
+            return None;
+        }
+    };
+    match secrets.get(&r) {
+        Some(v) if !v.expose().trim().is_empty() => Some((r, v)),
+        _ => {
+            errs.push(field, Reason::MissingSecret, format!("{r} has no value"));
+            None
+        }
     }
 }
 

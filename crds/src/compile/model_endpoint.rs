@@ -8,8 +8,8 @@ use llmgate_snapshot::{
 };
 
 use super::{
-    CompileError, Errs, Reason, Resources, SecretKeyRef, ServiceBackend, ServiceKey, key_ref,
-    parse_base_url, positive_millis, source,
+    CompileError, Errs, Reason, Resources, SecretKeyRef, ServiceBackend, ServiceKey,
+    parse_base_url, positive_millis, secret_value, source,
 };
 use crate::duration::parse_millis;
 use crate::object::Object;
@@ -133,20 +133,14 @@ fn compile_endpoint(
     }
 
     let api_key = match &spec.credentials {
-        Some(c) => {
-            let r = key_ref(&src.namespace, &c.api_key.secret_ref);
-            match secrets.get(&r) {
-                Some(v) if !v.expose().trim().is_empty() => Some(v.clone()),
-                _ => {
-                    errs.push(
-                        "spec.credentials.apiKey.secretRef",
-                        Reason::MissingSecret,
-                        format!("{r} has no value"),
-                    );
-                    None
-                }
-            }
-        }
+        Some(c) => secret_value(
+            &src.namespace,
+            &c.api_key.secret_ref,
+            "spec.credentials.apiKey.secretRef",
+            secrets,
+            errs,
+        )
+        .map(|(_, v)| v.clone()),
         None if spec.provider == ProviderKind::OpenAi => {
             errs.push(
                 "spec.credentials",

@@ -44,9 +44,14 @@ pub struct SecretValueRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeySelector {
-    #[schemars(length(min = 1, max = 253))]
+    /// A Kubernetes Secret name (outside a cluster, a directory under `--secrets-dir`).
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
-    #[schemars(length(min = 1, max = 253))]
+    /// A key of the Secret: letters, digits, `-`, `_` and `.`, never `..`.
+    #[schemars(length(min = 1, max = 253), pattern(r"^\.?([-_a-zA-Z0-9]+\.?)+$"))]
     pub key: String,
 }
 

@@ -178,6 +178,76 @@ fn missing_secrets_leave_out_only_their_resources() {
 }
 
 #[test]
+fn secret_references_that_could_name_a_path_are_refused() {
+    let refs = [
+        ("../outside", "api-key"),
+        ("/etc", "passwd"),
+        ("openai", "../../etc/passwd"),
+        ("openai", "/etc/passwd"),
+        ("openai", ".."),
+        ("openai", "a..b"),
+        ("Openai", "api-key"),
+        ("openai.", "api-key"),
+    ];
+    for (name, key) in refs {
+        let yaml = format!(
+            r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {{name: gpt, namespace: ai}}
+spec:
+  model: gpt-4o
+  provider: openai
+  credentials: {{apiKey: {{secretRef: {{name: "{name}", key: "{key}"}}}}}}
+"#
+        );
+        // Even with a value supplied under that reference, nothing is looked up for it.
+        let r = with_secret(resources(&yaml), "ai", name, key, "sk-upstream");
+        assert!(r.secret_refs().is_empty(), "{name}/{key} would be resolved");
+        let c = compile(&r);
+        assert_eq!(c.errors.len(), 1, "{name}/{key}: {:?}", c.errors);
+        let e = &c.errors[0];
+        assert_eq!(
+            (e.field.as_str(), e.reason),
+            ("spec.credentials.apiKey.secretRef", Reason::Invalid),
+            "{name}/{key}"
+        );
+        assert!(
+            e.message.contains(&format!(
+                "{:?}",
+                if e.message.starts_with("secret name") {
+                    name
+                } else {
+                    key
+                }
+            )),
+            "{}",
+            e.message
+        );
+        assert!(c.snapshot.endpoints.is_empty());
+    }
+    // Names and keys Kubernetes allows still resolve.
+    let ok = BASE.replace(
+        "{name: openai, key: api-key}",
+        "{name: team.openai-1, key: .API_key-2.txt}",
+    );
+    let r = with_secret(
+        resources(&ok),
+        "ai",
+        "team.openai-1",
+        ".API_key-2.txt",
+        "sk-upstream",
+    );
+    assert_eq!(r.secret_refs().len(), 2);
+    let c = compile(&r);
+    assert!(
+        c.errors.iter().all(|e| e.resource.name != "gpt"),
+        "{:?}",
+        c.errors
+    );
+}
+
+#[test]
 fn dangling_references_and_invalid_fields_are_reported_where_they_are() {
     let yaml = r#"
 apiVersion: llmgate.dev/v1alpha1

@@ -394,6 +394,30 @@ pub struct EmbeddingsRequest<'a> {
     body: RawObject<'a>,
 }
 
+/// The most inputs one embeddings request may carry, as OpenAI allows: every provider, the mock
+/// included, so one request cannot ask for millions of vectors.
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+/// How many inputs an embeddings `input` holds: a string or one token array is one; an array of
+/// strings or of token arrays is one per item.
+fn input_count(input: &RawValue) -> usize {
+    let raw = input.get().trim_start();
+    if !raw.starts_with('[') {
+        return 1;
+    }
+    match serde_json::from_str::<Vec<&RawValue>>(raw) {
+        Ok(items) if items.first().is_some_and(|i| is_number(i)) => 1,
+        Ok(items) => items.len(),
+        Err(_) => 1,
+    }
+}
+
+fn is_number(v: &RawValue) -> bool {
+    v.get()
+        .trim_start()
+        .starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
 impl<'a> EmbeddingsRequest<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, GatewayError> {
         let body = RawObject::parse(bytes)?;
@@ -407,6 +431,12 @@ impl<'a> EmbeddingsRequest<'a> {
                     Some("input"),
                 )
             })?;
+        if input_count(input) > MAX_EMBEDDING_INPUTS {
+            return Err(GatewayError::bad_request(
+                format!("input may hold at most {MAX_EMBEDDING_INPUTS} items"),
+                Some("input"),
+            ));
+        }
         let encoding_format =
             body.typed::<EncodingFormat>("encoding_format", "\"float\" or \"base64\"")?;
         Ok(EmbeddingsRequest {

@@ -23,7 +23,6 @@ pub mod route;
 pub mod stream;
 pub mod upstream;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,22 +134,22 @@ async fn chat_stages(
     match &ep.backend {
         Backend::Mock(m) => {
             mock::wait(m).await;
-            let (text, usage) = mock::reply(m, &chat);
+            let (text, usage) = mock::reply(m, &chat, u64::from(ep.spec.max_output_tokens));
             ctx.usage(Some(usage), Some(&ep.spec.upstream_model));
             ctx.rec.replica = Some(Arc::from("mock"));
             if chat.is_stream() {
-                let events = mock::chat_stream_events(
+                let events = mock::StreamEvents::new(
                     m,
                     &ep.spec.upstream_model,
                     ctx.request_id(),
-                    &text,
+                    text,
                     usage,
                     chat.wants_stream_usage(),
                 );
                 let deadline = ctx.started + Duration::from_millis(ep.spec.timeouts.total_ms);
                 Ok(Reply::Stream(
                     Source::Mock {
-                        events: VecDeque::from(events),
+                        events,
                         interval: Duration::from_millis(m.chunk_interval_ms),
                         pause: None,
                     },

@@ -26,9 +26,10 @@ pub enum Source {
         translator: Box<dyn StreamTranslator>,
         _in_flight: InFlight,
     },
-    /// Pre-built events of the mock model, paced by `interval`.
+    /// Events of the mock model, made one at a time as the client reads them, paced by
+    /// `interval`.
     Mock {
-        events: VecDeque<Bytes>,
+        events: crate::llm::providers::mock::StreamEvents,
         interval: Duration,
         pause: Option<Pin<Box<Sleep>>>,
     },
@@ -135,11 +136,11 @@ impl RelayBody {
                     }
                     *pause = None;
                 }
-                match events.pop_front() {
+                match events.next() {
                     None => self.ended = true,
                     Some(e) => {
                         self.ready.push_back(e);
-                        if !interval.is_zero() && !events.is_empty() {
+                        if !interval.is_zero() && !events.is_done() {
                             *pause = Some(Box::pin(tokio::time::sleep(*interval)));
                         }
                     }

@@ -14,12 +14,12 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use llmgate_snapshot::Snapshot;
 use llmgate_snapshot::distribution::{ACK_PATH, Ack, HEARTBEAT_SECS, Health, Message, WATCH_PATH};
-use llmgate_snapshot::{Snapshot, SnapshotContent};
 
+use super::kept::{StateDir, StateDirError, verified};
 use crate::gateway::Gateway;
 
-const STATE_FILE: &str = "snapshot.json";
 /// Largest snapshot message accepted.
 const MAX_LINE: usize = 64 * 1024 * 1024;
 
@@ -46,13 +46,15 @@ pub enum SubscribeError {
     Stream(String),
     #[error("the operator sent something that is not a message: {0}")]
     Protocol(String),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
 }
 
 pub struct Subscriber {
     base: String,
     token: String,
     node: String,
-    state_dir: Option<PathBuf>,
+    state: Option<Arc<StateDir>>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
@@ -69,6 +71,14 @@ impl Subscriber {
             || base.parse::<http::Uri>().is_err()
         {
             return Err(SubscribeError::Url(url.to_string()));
+        }
+        if let Some(host) = plain_http_host(&base) {
+            tracing::warn!(
+                operator = %base,
+                "the operator is reached over plain http on {host}, not loopback: snapshots \
+                 (which carry upstream credentials) and this data plane's token travel in clear; \
+                 serve the operator with TLS and use https:// (--control-plane-ca for its CA)"
+            );
         }
         let token = std::fs::read_to_string(token_file)
             .map_err(|source| SubscribeError::Token {
@@ -91,26 +101,14 @@ impl Subscriber {
             base,
             token,
             node,
-            state_dir,
+            state: state_dir.map(StateDir::open).transpose()?.map(Arc::new),
             client: Client::builder(TokioExecutor::new()).build(https),
         })
     }
 
     /// The snapshot kept by the last run, if there is one and it is intact.
     pub fn restore(&self) -> Option<Snapshot> {
-        let path = self.state_dir.as_ref()?.join(STATE_FILE);
-        let bytes = std::fs::read(&path).ok()?;
-        match serde_json::from_slice::<Snapshot>(&bytes) {
-            Ok(s) if verified(&s) => Some(s),
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "kept snapshot does not match its version; ignoring it");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "kept snapshot is unreadable; ignoring it");
-                None
-            }
-        }
+        self.state.as_ref()?.restore()
     }
 
     /// Subscribes for as long as the process runs, reconnecting with backoff.
@@ -226,22 +224,15 @@ impl Subscriber {
         }
     }
 
-    /// Writes the snapshot next to the old one and renames it over: a crash never leaves half
-    /// a file.
+    /// Keeps the snapshot in the state directory, off the async workers.
     async fn persist(&self, snapshot: &Snapshot) {
-        let Some(dir) = self.state_dir.clone() else {
+        let Some(state) = self.state.clone() else {
             return;
         };
         let Ok(bytes) = serde_json::to_vec(snapshot) else {
             return;
         };
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, dir.join(STATE_FILE))
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || state.keep(&bytes)).await;
         if let Ok(Err(e)) | Err(e) = result.map_err(std::io::Error::other) {
             tracing::warn!(error = %e, "cannot keep the snapshot in the state directory");
         }
@@ -309,16 +300,43 @@ fn tls_config(path: &Path) -> Result<rustls::ClientConfig, SubscribeError> {
     .map_err(|e| fail(e.to_string()))
 }
 
-/// Whether the snapshot's version is the hash of its content (not cut short or edited).
-fn verified(s: &Snapshot) -> bool {
-    let content = SnapshotContent {
-        endpoints: s.endpoints.clone(),
-        api_keys: s.api_keys.clone(),
-        policies: s.policies.clone(),
-        rate_limits: s.rate_limits.clone(),
-        budgets: s.budgets.clone(),
-        identity_providers: s.identity_providers.clone(),
-        gateway_tokens: s.gateway_tokens.clone(),
-    };
-    Snapshot::new(content).version == s.version
+/// The host of an `http://` URL unless it is a loopback address, where nothing travels over a
+/// network.
+fn plain_http_host(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn only_plain_http_beyond_loopback_is_warned_about() {
+        assert_eq!(
+            plain_http_host("http://llmgate-operator:8081").as_deref(),
+            Some("llmgate-operator")
+        );
+        assert_eq!(
+            plain_http_host("http://10.0.0.5:8081").as_deref(),
+            Some("10.0.0.5")
+        );
+        for quiet in [
+            "https://llmgate-operator:8081",
+            "http://127.0.0.1:8081",
+            "http://127.3.4.5:8081",
+            "http://localhost:8081",
+            "http://[::1]:8081",
+        ] {
+            assert_eq!(plain_http_host(quiet), None, "{quiet}");
+        }
+    }
 }

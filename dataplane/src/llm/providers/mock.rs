@@ -18,8 +18,10 @@ pub async fn wait(m: &MockModel) {
     }
 }
 
-/// The reply text and the usage it reports.
-pub fn reply(m: &MockModel, req: &ChatRequest<'_>) -> (String, Usage) {
+/// The reply text and the usage it reports. Like a real model, never more words than the
+/// request's `max_tokens` or, without one, the model's `max_output` (so an echo of an 8 MiB
+/// prompt is as long as any answer the model may give).
+pub fn reply(m: &MockModel, req: &ChatRequest<'_>, max_output: u64) -> (String, Usage) {
     let messages = req.messages();
     let text = if m.echo {
         last_user_text(&messages).unwrap_or_default()
@@ -31,8 +33,7 @@ pub fn reply(m: &MockModel, req: &ChatRequest<'_>) -> (String, Usage) {
         .map(u64::from)
         .unwrap_or_else(|| estimate_prompt_tokens(&messages));
     let words = text.split_whitespace().count() as u64;
-    let limit = req.output_limit().unwrap_or(u64::MAX);
-    // Like a real model, never more output than `max_tokens` allows.
+    let limit = req.output_limit().unwrap_or(max_output).min(max_output);
     let text = if words > limit {
         text.split_whitespace()
             .take(limit as usize)
@@ -74,42 +75,124 @@ pub fn chat_response(model: &str, request_id: &str, text: &str, usage: Usage) ->
     Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
-/// The whole stream as SSE events: role, content pieces of `chunk_words` words, finish,
-/// usage (only if asked), `[DONE]`.
-pub fn chat_stream_events(
-    m: &MockModel,
-    model: &str,
-    request_id: &str,
-    text: &str,
-    usage: Usage,
-    include_usage: bool,
-) -> Vec<Bytes> {
-    let id = format!("chatcmpl-{request_id}");
-    let created = now_secs();
-    let chunk = |delta: Value, finish: Value| {
+/// The stream as SSE events, made one at a time as the client reads them: role, content
+/// pieces of `chunk_words` words, finish, usage (only if asked), `[DONE]`.
+pub struct StreamEvents {
+    id: String,
+    model: String,
+    created: u64,
+    text: String,
+    /// Byte offset of the next content piece in `text`.
+    at: usize,
+    chunk_words: usize,
+    usage: Option<Usage>,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Role,
+    Content,
+    Finish,
+    Usage,
+    Done,
+    Ended,
+}
+
+impl StreamEvents {
+    pub fn new(
+        m: &MockModel,
+        model: &str,
+        request_id: &str,
+        text: String,
+        usage: Usage,
+        include_usage: bool,
+    ) -> StreamEvents {
+        StreamEvents {
+            id: format!("chatcmpl-{request_id}"),
+            model: model.to_owned(),
+            created: now_secs(),
+            text,
+            at: 0,
+            chunk_words: m.chunk_words.max(1) as usize,
+            usage: include_usage.then_some(usage),
+            stage: Stage::Role,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Ended
+    }
+
+    fn chunk(&self, delta: Value, finish: Value) -> Bytes {
         event(&json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": "llmgate-mock",
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "system_fingerprint": "llmgate-mock",
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
         }))
-    };
-    let mut out = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    for piece in words.chunks(m.chunk_words.max(1) as usize) {
-        out.push(chunk(json!({"content": piece.concat()}), Value::Null));
     }
-    out.push(chunk(json!({}), json!("stop")));
-    if include_usage {
-        out.push(event(&json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": "llmgate-mock", "choices": [], "usage": usage
-        })));
+
+    /// The next `chunk_words` words, each with its trailing space (as `split_inclusive`).
+    fn next_piece(&mut self) -> Option<&str> {
+        let rest = &self.text[self.at..];
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len();
+        let mut spaces = 0;
+        for (i, b) in rest.bytes().enumerate() {
+            if b == b' ' {
+                spaces += 1;
+                if spaces == self.chunk_words {
+                    end = i + 1;
+                    break;
+                }
+            }
+        }
+        let start = self.at;
+        self.at += end;
+        Some(&self.text[start..start + end])
     }
-    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    out
+}
+
+impl Iterator for StreamEvents {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.stage {
+                Stage::Role => {
+                    self.stage = Stage::Content;
+                    return Some(
+                        self.chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                    );
+                }
+                Stage::Content => match self.next_piece().map(str::to_owned) {
+                    Some(piece) => return Some(self.chunk(json!({"content": piece}), Value::Null)),
+                    None => self.stage = Stage::Finish,
+                },
+                Stage::Finish => {
+                    self.stage = Stage::Usage;
+                    return Some(self.chunk(json!({}), json!("stop")));
+                }
+                Stage::Usage => {
+                    self.stage = Stage::Done;
+                    if let Some(usage) = self.usage {
+                        return Some(event(&json!({
+                            "id": self.id, "object": "chat.completion.chunk",
+                            "created": self.created, "model": self.model,
+                            "system_fingerprint": "llmgate-mock", "choices": [], "usage": usage
+                        })));
+                    }
+                }
+                Stage::Done => {
+                    self.stage = Stage::Ended;
+                    return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+                }
+                Stage::Ended => return None,
+            }
+        }
+    }
 }
 
 pub fn embeddings_response(
@@ -119,6 +202,10 @@ pub fn embeddings_response(
 ) -> (Bytes, Usage) {
     let inputs: Vec<String> = match req.input() {
         Value::String(s) => vec![s],
+        // One token array is one input.
+        Value::Array(items) if items.first().is_some_and(Value::is_number) => {
+            vec![Value::Array(items).to_string()]
+        }
         Value::Array(items) => items
             .iter()
             .map(|i| match i {
@@ -264,18 +351,33 @@ mod tests {
         let mut m = model();
         m.echo = true;
         let body = req("hello there");
-        let (text, usage) = reply(&m, &ChatRequest::parse(&body).expect("valid"));
+        let (text, usage) = reply(&m, &ChatRequest::parse(&body).expect("valid"), 100);
         assert_eq!(text, "hello there");
         assert_eq!(usage.completion_tokens, 2);
         assert_eq!(usage.total_tokens, usage.prompt_tokens + 2);
+        // An echo is never longer than the model's maximum output, nor the request's limit.
+        let long = req(&"a ".repeat(10_000));
+        let (text, usage) = reply(&m, &ChatRequest::parse(&long).expect("valid"), 100);
+        assert_eq!(
+            (text.split_whitespace().count(), usage.completion_tokens),
+            (100, 100)
+        );
+        let mut capped: Value = serde_json::from_slice(&long).expect("json");
+        capped["max_tokens"] = json!(7);
+        let capped = serde_json::to_vec(&capped).expect("json");
+        let (text, _) = reply(&m, &ChatRequest::parse(&capped).expect("valid"), 100);
+        assert_eq!(text.split_whitespace().count(), 7);
     }
 
     #[test]
     fn stream_chunks_by_words_and_usage_only_when_asked() {
         let m = model();
         let body = req("x");
-        let (text, usage) = reply(&m, &ChatRequest::parse(&body).expect("valid"));
-        let ev = chat_stream_events(&m, "m", "r1", &text, usage, false);
+        let (text, usage) = reply(&m, &ChatRequest::parse(&body).expect("valid"), 100);
+        let events = |usage_too| -> Vec<Bytes> {
+            StreamEvents::new(&m, "m", "r1", text.clone(), usage, usage_too).collect()
+        };
+        let ev = events(false);
         // role + 3 content pieces (2+2+1 words) + finish + DONE
         assert_eq!(ev.len(), 6);
         let joined: String = ev[1..4]
@@ -289,7 +391,7 @@ mod tests {
             })
             .collect();
         assert_eq!(joined, "one two three four five");
-        let with_usage = chat_stream_events(&m, "m", "r1", &text, usage, true);
+        let with_usage = events(true);
         assert_eq!(with_usage.len(), 7);
         assert!(String::from_utf8_lossy(&with_usage[5]).contains("\"choices\":[]"));
     }
@@ -308,5 +410,12 @@ mod tests {
             .unwrap_or(0.0);
         assert!((norm - 1.0).abs() < 1e-5);
         assert_eq!(usage.prompt_tokens, 5);
+        // One token array is one input, whatever its length.
+        let tokens =
+            serde_json::to_vec(&json!({"model": "e", "input": vec![7; 5000]})).expect("json");
+        let r = EmbeddingsRequest::parse(&tokens).expect("valid");
+        let (body, _) = embeddings_response(&model(), "e", &r);
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["data"].as_array().map(Vec::len), Some(1));
     }
 }
