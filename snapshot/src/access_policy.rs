@@ -39,6 +39,13 @@ pub enum Subject {
     Group(String),
     /// An `ApiKey` resource, by `namespace/name`.
     ApiKey(String),
+    /// `subject`, vouched for by the IdentityProvider `namespace/name` (directly or through a
+    /// gateway token from a login there); never an API key.
+    #[serde(rename_all = "camelCase")]
+    From {
+        identity_provider: String,
+        subject: Box<Subject>,
+    },
 }
 
 /// Which models a rule covers.

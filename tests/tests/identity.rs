@@ -419,3 +419,72 @@ async fn budgets_and_limits_count_against_the_team_the_token_decides() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_bound_to_one_identity_provider_ignores_the_others() {
+    // Two providers vouch for a user `root` in group `admins`; only `corp` is trusted with it.
+    let users = json!({"root": ["admins"]});
+    let corp = Idp::start(&["k1"], &users);
+    let weak = Idp::start(&["k1"], &users);
+    let idp = |name: &str, issuer: &str| {
+        format!(
+            r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: IdentityProvider
+metadata: {{name: {name}}}
+spec:
+  oidc: {{issuer: "{issuer}", audiences: ["{AUD}"], algorithms: [RS256]}}
+  claims: {{user: sub, groups: groups}}
+---"#
+        )
+    };
+    let cfg = idp("corp", &corp.issuer)
+        + &idp("weak", &weak.issuer)
+        + r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: gpt-4}
+spec: {model: gpt-4, provider: mock}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: llama-3}
+spec: {model: llama-3, provider: mock}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: models}
+spec:
+  rules:
+    - name: corp-admins
+      subjects: [{group: admins, identityProvider: corp}]
+      models: [gpt-4]
+    - name: any-admins
+      subjects: [{group: admins}]
+      models: [llama-3]
+"#;
+    let gw = Gateway::start(&cfg, &[]).await;
+    let token = |idp: &Idp| {
+        let now = jiff::Timestamp::now().as_second();
+        idp.sign(
+            "k1",
+            &json!({"iss": idp.issuer, "sub": "root", "aud": AUD, "iat": now, "exp": now + 600,
+                "groups": ["admins"]}),
+        )
+    };
+    let (from_corp, from_weak) = (token(&corp), token(&weak));
+    assert_eq!(chat(&gw, &from_corp, "gpt-4").await.status, 200);
+    let refused = chat(&gw, &from_weak, "gpt-4").await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    // An unqualified subject matches a caller from either provider.
+    assert_eq!(chat(&gw, &from_corp, "llama-3").await.status, 200);
+    assert_eq!(chat(&gw, &from_weak, "llama-3").await.status, 200);
+
+    let audit = gw.audit_until(4).await;
+    let denied = audit
+        .iter()
+        .find(|r| r["status"] == 403)
+        .expect("a record of the refusal");
+    assert_eq!(denied["identity_provider"], "default/weak");
+    assert!(denied["policy_rule"].is_null(), "{denied}");
+}

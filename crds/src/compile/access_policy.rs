@@ -21,10 +21,6 @@ pub(super) fn compile_all(
     declared: &Declared<'_>,
     errors: &mut Vec<CompileError>,
 ) -> (Vec<snap::Policy>, Vec<snap::RateLimit>) {
-    let Declared {
-        models: declared_models,
-        keys: declared_keys,
-    } = declared;
     let mut policies_in: Vec<&Object<AccessPolicySpec>> =
         resources.access_policies.iter().collect();
     policies_in.sort_by_key(|r| source("AccessPolicy", &r.metadata));
@@ -39,7 +35,7 @@ pub(super) fn compile_all(
             .rules
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| compile_rule(i, r, ns, declared_models, declared_keys, &mut errs))
+            .filter_map(|(i, r)| compile_rule(i, r, ns, declared, &mut errs))
             .collect::<Vec<_>>();
         if !rules.is_empty() {
             policies.push(snap::Policy {
@@ -61,7 +57,7 @@ pub(super) fn compile_all(
                 continue;
             }
             let before = errs.0.len();
-            let limit = compile_rate_limit(i, l, &src, declared_models, declared_keys, &mut errs);
+            let limit = compile_rate_limit(i, l, &src, declared, &mut errs);
             // A limit is kept whole or not at all: dropping a broken subject would widen it to
             // callers it was never meant for.
             if errs.0.len() == before {
@@ -77,13 +73,12 @@ fn compile_rule(
     index: usize,
     rule: &RuleSpec,
     namespace: &str,
-    declared_models: &BTreeSet<&str>,
-    declared_keys: &BTreeSet<String>,
+    declared: &Declared<'_>,
     errs: &mut Errs<'_>,
 ) -> Option<snap::Rule> {
     let at = format!("spec.rules[{index}]");
-    let subjects = compile_subjects(&at, &rule.subjects, namespace, declared_keys, errs);
-    let mut models = compile_models(&at, &rule.models, declared_models, errs);
+    let subjects = compile_subjects(&at, &rule.subjects, namespace, declared, errs);
+    let mut models = compile_models(&at, &rule.models, &declared.models, errs);
     if let Some(sel) = &rule.model_selector {
         models.push(ModelSelector::Labels(sel.match_labels.clone()));
     }
@@ -119,9 +114,10 @@ fn compile_subjects(
     at: &str,
     specs: &[SubjectSpec],
     namespace: &str,
-    declared_keys: &BTreeSet<String>,
+    declared: &Declared<'_>,
     errs: &mut Errs<'_>,
 ) -> Vec<snap::Subject> {
+    let declared_keys = &declared.keys;
     let mut subjects = Vec::new();
     for (i, s) in specs.iter().enumerate() {
         let field = format!("{at}.subjects[{i}]");
@@ -177,6 +173,36 @@ fn compile_subjects(
             );
             continue;
         };
+        let subject = match &s.identity_provider {
+            None => subject,
+            Some(_) if matches!(subject, snap::Subject::ApiKey(_)) => {
+                errs.push(
+                    format!("{field}.identityProvider"),
+                    Reason::Invalid,
+                    "an apiKey subject comes from no identity provider",
+                );
+                continue;
+            }
+            Some(idp) => {
+                let q = if idp.contains('/') {
+                    idp.clone()
+                } else {
+                    qualified(namespace, idp)
+                };
+                if !declared.identity_providers.contains(&q) {
+                    errs.push(
+                        format!("{field}.identityProvider"),
+                        Reason::DanglingRef,
+                        format!("IdentityProvider {q} does not exist"),
+                    );
+                    continue;
+                }
+                snap::Subject::From {
+                    identity_provider: q,
+                    subject: Box::new(subject),
+                }
+            }
+        };
         subjects.push(subject);
     }
     subjects
@@ -186,13 +212,12 @@ fn compile_rate_limit(
     index: usize,
     spec: &RateLimitSpec,
     src: &ResourceRef,
-    declared_models: &BTreeSet<&str>,
-    declared_keys: &BTreeSet<String>,
+    declared: &Declared<'_>,
     errs: &mut Errs<'_>,
 ) -> snap::RateLimit {
     let at = format!("spec.rateLimits[{index}]");
-    let subjects = compile_subjects(&at, &spec.subjects, &src.namespace, declared_keys, errs);
-    let models = compile_models(&at, &spec.models, declared_models, errs);
+    let subjects = compile_subjects(&at, &spec.subjects, &src.namespace, declared, errs);
+    let models = compile_models(&at, &spec.models, &declared.models, errs);
     if spec.requests.is_none() && spec.tokens.is_none() {
         errs.push(at.clone(), Reason::Invalid, "set requests, tokens or both");
     }

@@ -212,6 +212,8 @@ struct Declared<'a> {
     models: BTreeSet<&'a str>,
     /// `namespace/name` of every ApiKey.
     keys: BTreeSet<String>,
+    /// `namespace/name` of every IdentityProvider.
+    identity_providers: BTreeSet<String>,
 }
 
 impl<'a> Declared<'a> {
@@ -226,6 +228,11 @@ impl<'a> Declared<'a> {
                 .api_keys
                 .iter()
                 .map(|k| qualified(namespace_of(&k.metadata), name_of(&k.metadata)))
+                .collect(),
+            identity_providers: resources
+                .identity_providers
+                .iter()
+                .map(|i| qualified(namespace_of(&i.metadata), name_of(&i.metadata)))
                 .collect(),
         }
     }

@@ -129,7 +129,7 @@ pub struct LabelSelectorSpec {
 
 /// Exactly one field set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "[has(self.user), has(self.serviceAccount), has(self.team), has(self.group), has(self.apiKey), has(self.authenticated)].exists_one(x, x)", "message": "set exactly one of user, serviceAccount, team, group, apiKey, authenticated"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "[has(self.user), has(self.serviceAccount), has(self.team), has(self.group), has(self.apiKey), has(self.authenticated)].exists_one(x, x)", "message": "set exactly one of user, serviceAccount, team, group, apiKey, authenticated"}, {"rule": "!has(self.identityProvider) || !has(self.apiKey)", "message": "an apiKey subject comes from no identity provider"}]))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubjectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,4 +149,11 @@ pub struct SubjectSpec {
     /// `true`: everyone who authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authenticated: Option<bool>,
+    /// Only callers this IdentityProvider (by name, or `namespace/name`) vouches for, directly
+    /// or through a gateway token it issued: `{group: admins, identityProvider: corp}`. Without
+    /// it a user, group, team or `authenticated` subject matches a caller from any identity
+    /// provider (and, for users and teams, API keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 317))]
+    pub identity_provider: Option<String>,
 }

@@ -178,6 +178,70 @@ fn missing_secrets_leave_out_only_their_resources() {
 }
 
 #[test]
+fn subjects_bind_to_a_declared_identity_provider() {
+    let yaml = r#"
+apiVersion: llmgate.dev/v1alpha1
+kind: IdentityProvider
+metadata: {name: corp, namespace: ai}
+spec:
+  oidc: {issuer: "https://idp.example.com", audiences: [llmgate]}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: m, namespace: ai}
+spec: {model: m, provider: mock}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ApiKey
+metadata: {name: ci, namespace: ai}
+spec: {user: ci, sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: p, namespace: ai}
+spec:
+  rules:
+    - name: bound
+      subjects:
+        - {group: admins, identityProvider: corp}
+        - {user: root, identityProvider: ai/corp}
+        - {group: admins, identityProvider: nowhere}
+        - {apiKey: ci, identityProvider: corp}
+      models: [m]
+"#;
+    let c = compile(&resources(yaml));
+    let errors: Vec<_> = c
+        .errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.reason))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (
+                "spec.rules[0].subjects[2].identityProvider",
+                Reason::DanglingRef
+            ),
+            (
+                "spec.rules[0].subjects[3].identityProvider",
+                Reason::Invalid
+            ),
+        ]
+    );
+    let from = |s: Subject| Subject::From {
+        identity_provider: "ai/corp".into(),
+        subject: Box::new(s),
+    };
+    assert_eq!(
+        c.snapshot.policies[0].rules[0].subjects,
+        vec![
+            from(Subject::Group("admins".into())),
+            from(Subject::User("root".into()))
+        ]
+    );
+}
+
+#[test]
 fn secret_references_that_could_name_a_path_are_refused() {
     let refs = [
         ("../outside", "api-key"),

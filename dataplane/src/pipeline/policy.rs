@@ -61,6 +61,14 @@ pub(crate) fn matches(s: &Subject, who: &Identity) -> bool {
         Subject::Team(t) => who.team.as_deref() == Some(t.as_str()),
         Subject::Group(g) => who.groups.iter().any(|x| **x == **g),
         Subject::ApiKey(k) => who.key_id.as_deref() == Some(k.as_str()),
+        Subject::From {
+            identity_provider,
+            subject,
+        } => {
+            who.key_id.is_none()
+                && who.provider.as_deref() == Some(identity_provider.as_str())
+                && matches(subject, who)
+        }
     }
 }
 
@@ -107,6 +115,37 @@ mod tests {
             auth_method: "api_key",
             provider: None,
         }
+    }
+
+    #[test]
+    fn a_subject_from_one_identity_provider_matches_only_its_callers() {
+        let admins = Subject::From {
+            identity_provider: "ai/corp".into(),
+            subject: Box::new(Subject::Group("admins".into())),
+        };
+        let token = |provider: &str| Identity {
+            key_id: None,
+            name: Arc::from("root"),
+            principal: Principal::User("root".into()),
+            team: None,
+            groups: vec![Arc::from("admins")],
+            auth_method: "oidc",
+            provider: Some(Arc::from(provider)),
+        };
+        assert!(matches(&admins, &token("ai/corp")));
+        assert!(!matches(&admins, &token("ai/weak")));
+        assert!(matches(&Subject::Group("admins".into()), &token("ai/weak")));
+        // The provider and the subject both must match.
+        let mut outsider = token("ai/corp");
+        outsider.groups = vec![Arc::from("users")];
+        assert!(!matches(&admins, &outsider));
+        // API keys come from no provider.
+        let team = Subject::From {
+            identity_provider: "ai/corp".into(),
+            subject: Box::new(Subject::Team("ml".into())),
+        };
+        assert!(matches(&Subject::Team("ml".into()), &alice()));
+        assert!(!matches(&team, &alice()));
     }
 
     #[test]
