@@ -29,6 +29,13 @@ pub struct Saml {
     pub clock_skew_secs: u64,
 }
 
+/// How long fetched signing keys are used at most, unless an IdentityProvider says otherwise.
+pub const DEFAULT_KEYS_REFRESH_SECS: u64 = 3600;
+
+fn default_keys_refresh_secs() -> u64 {
+    DEFAULT_KEYS_REFRESH_SECS
+}
+
 /// An OpenID Connect issuer: bearer JWTs signed by its keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Oidc {
@@ -42,6 +49,9 @@ pub struct Oidc {
     pub clock_skew_secs: u64,
     /// JWKS location; `None` reads it from the issuer's discovery document.
     pub jwks_uri: Option<String>,
+    /// Longest use of fetched keys before the JWKS is fetched again.
+    #[serde(default = "default_keys_refresh_secs")]
+    pub keys_refresh_secs: u64,
     /// Browser login through this issuer, when configured.
     pub login: Option<OidcLogin>,
 }

@@ -488,3 +488,39 @@ spec:
     assert_eq!(denied["identity_provider"], "default/weak");
     assert!(denied["policy_rule"].is_null(), "{denied}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_provider_removed_stops_being_trusted_on_schedule() {
+    let mut idp = Idp::start(&["k1"], &users());
+    let cfg = config(&idp.issuer).replace("clockSkew: 5s", "clockSkew: 5s\n    keysRefresh: 2s");
+    let gw = Gateway::start(&cfg, &[]).await;
+    // A token signed with k1 now, kept by a caller (or an attacker holding k1).
+    let kept = idp.sign("k1", &user_claims(&idp, "alice"));
+    assert_eq!(chat(&gw, &kept, "gpt-4").await.status, 200);
+
+    // The provider drops k1 (compromised, say) and publishes only k2. No token names an
+    // unknown key, so only the schedule can notice.
+    idp.restart(&["k2"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = chat(&gw, &kept, "gpt-4").await;
+        if r.status == 401 {
+            let msg = r.json()["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            assert!(msg.contains("signing key is not known"), "{msg}");
+            break;
+        }
+        assert_eq!(r.status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "k1 still trusted:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Tokens of the new key pass.
+    let fresh = idp.sign("k2", &user_claims(&idp, "alice"));
+    assert_eq!(chat(&gw, &fresh, "gpt-4").await.status, 200);
+}

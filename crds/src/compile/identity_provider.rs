@@ -145,6 +145,22 @@ fn compile_oidc(
         );
     }
     let clock_skew_secs = clock_skew(o.clock_skew.as_deref(), "spec.oidc.clockSkew", errs);
+    let keys_refresh_secs = match o.keys_refresh.as_deref().map(parse_millis) {
+        None => snap::DEFAULT_KEYS_REFRESH_SECS,
+        Some(Ok(ms)) if ms >= 1000 => ms / 1000,
+        Some(Ok(_)) => {
+            errs.push(
+                "spec.oidc.keysRefresh",
+                Reason::Invalid,
+                "keysRefresh must be at least 1s",
+            );
+            snap::DEFAULT_KEYS_REFRESH_SECS
+        }
+        Some(Err(m)) => {
+            errs.push("spec.oidc.keysRefresh", Reason::Invalid, m);
+            snap::DEFAULT_KEYS_REFRESH_SECS
+        }
+    };
     let algorithms = if o.algorithms.is_empty() {
         vec!["RS256".to_owned(), "ES256".to_owned()]
     } else {
@@ -186,6 +202,7 @@ fn compile_oidc(
         algorithms,
         clock_skew_secs,
         jwks_uri: o.jwks_uri.clone(),
+        keys_refresh_secs,
         login,
     }
 }

@@ -90,6 +90,12 @@ pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), pattern(r"^https?://[^\s?#]+$"))]
     pub jwks_uri: Option<String>,
+    /// Longest time fetched signing keys are used before the JWKS is fetched again, so a key
+    /// the provider removed stops being trusted (default `1h`, at least `1s`). The JWKS
+    /// answer's `Cache-Control: max-age` shortens it, to no less than 5 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub keys_refresh: Option<String>,
     /// Browser login (authorization code + PKCE) at `/auth/login/<namespace>/<name>`, ending in a
     /// gateway token; needs a `GatewayTokens` resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,9 +3,12 @@
 //!
 //! Each `IdentityProvider` gets a [`Verifier`]: its settings and a [`KeySet`], the issuer's
 //! signing keys from its JWKS (found through discovery). Keys are fetched when the snapshot is
-//! applied and again when a token names a key id the set does not know (key rotation), at most
-//! once per [`REFRESH_MIN`] per issuer however many requests carry unknown keys, so a flood of
-//! forged `kid`s cannot make llmgate hammer the IdP. Key sets survive snapshot reloads.
+//! applied, on a schedule (the provider's `keysRefresh`, default an hour, shortened by the JWKS
+//! answer's `Cache-Control: max-age` to no less than [`MAX_AGE_FLOOR`]) so a key the IdP removed
+//! stops being trusted, and when a token names a key id the set does not know (key rotation),
+//! at most once per [`REFRESH_MIN`] per issuer however many requests carry unknown keys, so a
+//! flood of forged `kid`s cannot make llmgate hammer the IdP. Key sets survive snapshot reloads;
+//! a failed fetch keeps the keys it had and is retried after [`RETRY_AFTER`].
 //!
 //! Checked, in order: the header's algorithm is one the provider allows (never `none`, never a
 //! symmetric one: a public key can then not be abused as an HMAC secret), the issuer is
@@ -31,6 +34,10 @@ use crate::http::client::UpstreamClient;
 
 /// Least time between two JWKS fetches of one issuer triggered by unknown key ids.
 const REFRESH_MIN: Duration = Duration::from_secs(10);
+/// Least time an IdP's `Cache-Control: max-age` can make keys be refetched after.
+const MAX_AGE_FLOOR: Duration = Duration::from_secs(300);
+/// When a scheduled fetch failed, the next try (the old keys serve meanwhile).
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the authorization-code flow happens, from the discovery document.
@@ -48,17 +55,69 @@ pub struct KeySet {
     endpoints: arc_swap::ArcSwapOption<Endpoints>,
     /// Serialises fetches; holds when the last fetch for an unknown key id ended.
     fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// The provider's `keysRefresh`: the longest keys are used before the next fetch.
+    refresh_every: Duration,
+    /// When the keys are fetched again.
+    next_refresh: std::sync::Mutex<Instant>,
+    /// Whether the task keeping the keys fresh runs.
+    scheduled: std::sync::atomic::AtomicBool,
+    /// How many fetches dropped a key: tokens verified before must be verified again.
+    removals: std::sync::atomic::AtomicU64,
 }
 
 impl KeySet {
-    fn new(issuer: &str, jwks_uri: Option<&str>) -> KeySet {
+    fn new(issuer: &str, jwks_uri: Option<&str>, refresh_every: Duration) -> KeySet {
         KeySet {
             discovery: format!("{issuer}/.well-known/openid-configuration"),
             jwks_uri: jwks_uri.map(str::to_owned),
             keys: ArcSwap::from_pointee(HashMap::new()),
             endpoints: arc_swap::ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(None),
+            refresh_every,
+            next_refresh: std::sync::Mutex::new(Instant::now() + refresh_every),
+            scheduled: std::sync::atomic::AtomicBool::new(false),
+            removals: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Loads the keys now and, the first time, starts the task that fetches them again when
+    /// they are due, for as long as a runtime uses this key set.
+    pub fn start(self: &Arc<Self>, client: &UpstreamClient) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (keys, c) = (Arc::clone(self), client.clone());
+        handle.spawn(async move { keys.refresh(&c, true).await });
+        if self
+            .scheduled
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let (weak, client) = (Arc::downgrade(self), client.clone());
+        handle.spawn(async move {
+            loop {
+                // Hold no reference while asleep: a key set no runtime uses ends its task.
+                let Some(due) = weak.upgrade().map(|k| k.due()) else {
+                    return;
+                };
+                tokio::time::sleep_until(due.into()).await;
+                let Some(keys) = weak.upgrade() else {
+                    return;
+                };
+                if keys.due() <= Instant::now() {
+                    let _ = keys.refresh(&client, true).await;
+                }
+            }
+        });
+    }
+
+    fn due(&self) -> Instant {
+        *self.next_refresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_due(&self, after: Duration) {
+        *self.next_refresh.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + after;
     }
 
     fn get(&self, kid: &str) -> Option<DecodingKey> {
@@ -90,19 +149,32 @@ impl KeySet {
             *last = Some(Instant::now());
         }
         match result {
-            Ok(keys) => {
-                tracing::info!(jwks = %self.discovery, keys = keys.len(), "identity provider keys loaded");
-                self.keys.store(Arc::new(keys));
+            Ok((keys, max_age)) => {
+                let next = next_refresh(self.refresh_every, max_age);
+                tracing::info!(jwks = %self.discovery, keys = keys.len(), next_in_secs = next.as_secs(), "identity provider keys loaded");
+                let old = self.keys.swap(Arc::new(keys));
+                let kept = self.keys.load();
+                if old.keys().any(|kid| !kept.contains_key(kid)) {
+                    tracing::info!(jwks = %self.discovery, "a signing key was removed; tokens it signed are refused from now on");
+                    self.removals
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                self.set_due(next);
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(discovery = %self.discovery, error = %e, "identity provider keys could not be fetched");
+                self.set_due(RETRY_AFTER.min(self.refresh_every));
                 Err(TokenError::KeysUnavailable)
             }
         }
     }
 
-    async fn fetch(&self, client: &UpstreamClient) -> Result<HashMap<String, DecodingKey>, String> {
+    /// The keys, and the JWKS answer's `max-age`.
+    async fn fetch(
+        &self,
+        client: &UpstreamClient,
+    ) -> Result<(HashMap<String, DecodingKey>, Option<Duration>), String> {
         #[derive(Deserialize)]
         struct Discovery {
             jwks_uri: String,
@@ -110,7 +182,7 @@ impl KeySet {
             endpoints: Option<Endpoints>,
         }
         let discovered = match get(client, &self.discovery).await {
-            Ok(body) => Some(
+            Ok((body, _)) => Some(
                 serde_json::from_slice::<Discovery>(&body)
                     .map_err(|e| format!("discovery document: {e}"))?,
             ),
@@ -126,8 +198,8 @@ impl KeySet {
             (None, Some(d)) => d.jwks_uri.clone(),
             (None, None) => return Err("no JWKS location".into()),
         };
-        let set: JwkSet = serde_json::from_slice(&get(client, &jwks_uri).await?)
-            .map_err(|e| format!("JWKS: {e}"))?;
+        let (body, max_age) = get(client, &jwks_uri).await?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
@@ -145,11 +217,38 @@ impl KeySet {
                 Err(e) => tracing::warn!(kid, error = %e, "unusable key in JWKS skipped"),
             }
         }
-        Ok(keys)
+        Ok((keys, max_age))
     }
 }
 
-async fn get(client: &UpstreamClient, url: &str) -> Result<Bytes, String> {
+/// When keys fetched now are fetched again: after the provider's `keysRefresh`, or sooner when
+/// the JWKS answer's `max-age` says so, but never sooner than [`MAX_AGE_FLOOR`] on its word
+/// (`max-age=0` must not turn into a fetch per request).
+fn next_refresh(refresh_every: Duration, max_age: Option<Duration>) -> Duration {
+    match max_age {
+        Some(age) => age.clamp(MAX_AGE_FLOOR.min(refresh_every), refresh_every),
+        None => refresh_every,
+    }
+}
+
+/// `max-age` of a `Cache-Control` value; `no-cache` and `no-store` count as 0.
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|d| {
+        let d = d.trim();
+        if d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+        let (name, value) = d.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| value.trim().trim_matches('"').parse().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
+/// The body of a GET, and its `Cache-Control: max-age`.
+async fn get(client: &UpstreamClient, url: &str) -> Result<(Bytes, Option<Duration>), String> {
     let req = Request::builder()
         .method(Method::GET)
         .uri(url)
@@ -164,11 +263,17 @@ async fn get(client: &UpstreamClient, url: &str) -> Result<Bytes, String> {
     if !resp.status().is_success() {
         return Err(format!("{url}: {}", resp.status()));
     }
+    let age = resp
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(max_age);
     let body = tokio::time::timeout(FETCH_TIMEOUT, resp.into_body().collect())
         .await
         .map_err(|_| format!("{url}: timed out"))?
         .map_err(|e| format!("{url}: {e}"))?;
-    Ok(body.to_bytes())
+    Ok((body.to_bytes(), age))
 }
 
 /// One identity provider, ready to verify.
@@ -183,10 +288,17 @@ pub struct Verifier {
 impl Verifier {
     /// `previous` key sets are reused when the issuer and JWKS location did not change.
     pub fn build(spec: &IdentityProvider, oidc: &Oidc, previous: Option<&Arc<KeySet>>) -> Verifier {
+        let refresh_every = Duration::from_secs(oidc.keys_refresh_secs.max(1));
         let keys = previous
-            .filter(|k| k.jwks_uri == oidc.jwks_uri)
+            .filter(|k| k.jwks_uri == oidc.jwks_uri && k.refresh_every == refresh_every)
             .cloned()
-            .unwrap_or_else(|| Arc::new(KeySet::new(&oidc.issuer, oidc.jwks_uri.as_deref())));
+            .unwrap_or_else(|| {
+                Arc::new(KeySet::new(
+                    &oidc.issuer,
+                    oidc.jwks_uri.as_deref(),
+                    refresh_every,
+                ))
+            });
         let algorithms = oidc
             .algorithms
             .iter()
@@ -361,6 +473,14 @@ impl Verifiers {
         self.by_issuer.values().find(|v| &*v.id == id)
     }
 
+    /// Changes whenever an issuer dropped a key, so tokens verified before are checked again.
+    pub fn epoch(&self) -> u64 {
+        self.by_issuer
+            .values()
+            .map(|v| v.keys.removals.load(std::sync::atomic::Ordering::Acquire))
+            .sum()
+    }
+
     /// Key sets to load now, so the first token does not wait for them.
     pub fn key_sets(&self) -> impl Iterator<Item = &Arc<KeySet>> {
         self.by_issuer.values().map(|v| &v.keys)
@@ -393,27 +513,28 @@ impl Verifiers {
 /// Tokens verified under one configuration, by SHA-256 of the token: a later request with the
 /// same token skips the signature check until the token expires (or at most
 /// [`VERIFIED_FOR_SECS`]). Built per snapshot, so a configuration change (a revocation, a new
-/// key list) starts afresh. Bounded: when full it is emptied.
+/// key list) starts afresh; an entry holds only under the [`Verifiers::epoch`] it was verified
+/// in, so a key an issuer removed stops its tokens at once. Bounded: when full it is emptied.
 #[derive(Default)]
 pub struct VerifiedTokens {
     map: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
 }
 
-/// Who, verified how, until when (unix seconds).
-type Verified = (TokenIdentity, &'static str, i64);
+/// Who, verified how, until when (unix seconds), under which key epoch.
+type Verified = (TokenIdentity, &'static str, i64, u64);
 
 const VERIFIED_MAX: usize = 10_000;
 pub const VERIFIED_FOR_SECS: i64 = 300;
 
 impl VerifiedTokens {
-    pub fn get(&self, digest: &[u8; 32]) -> Option<(TokenIdentity, &'static str)> {
+    pub fn get(&self, digest: &[u8; 32], epoch: u64) -> Option<(TokenIdentity, &'static str)> {
         let now = jiff::Timestamp::now().as_second();
         let map = self.map.lock().ok()?;
-        let (id, method, until) = map.get(digest)?;
-        (now < *until).then(|| (id.clone(), *method))
+        let (id, method, until, at) = map.get(digest)?;
+        (now < *until && *at == epoch).then(|| (id.clone(), *method))
     }
 
-    pub fn put(&self, digest: [u8; 32], id: &TokenIdentity, method: &'static str) {
+    pub fn put(&self, digest: [u8; 32], id: &TokenIdentity, method: &'static str, epoch: u64) {
         let until = id
             .expires_at
             .min(jiff::Timestamp::now().as_second() + VERIFIED_FOR_SECS);
@@ -421,7 +542,7 @@ impl VerifiedTokens {
             if map.len() >= VERIFIED_MAX {
                 map.clear();
             }
-            map.insert(digest, (id.clone(), method, until));
+            map.insert(digest, (id.clone(), method, until, epoch));
         }
     }
 }
@@ -436,6 +557,34 @@ pub fn looks_like_jwt(credential: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_are_refetched_when_the_provider_or_its_cache_headers_say() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            max_age("Max-Age = \"90\", must-revalidate"),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("private"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+        // Without a header: the provider's setting; a header shortens it, never below 5 min.
+        assert_eq!(next_refresh(hour, None), hour);
+        assert_eq!(
+            next_refresh(hour, Some(Duration::from_secs(900))),
+            Duration::from_secs(900)
+        );
+        assert_eq!(next_refresh(hour, Some(Duration::ZERO)), MAX_AGE_FLOOR);
+        assert_eq!(next_refresh(hour, Some(Duration::from_secs(86_400))), hour);
+        // A provider set to refresh more often than the floor keeps its own setting.
+        let often = Duration::from_secs(2);
+        assert_eq!(next_refresh(often, Some(Duration::from_secs(600))), often);
+        assert_eq!(next_refresh(often, Some(Duration::ZERO)), often);
+    }
 
     #[test]
     fn nested_claims_and_literal_dotted_names() {
@@ -456,17 +605,21 @@ mod tests {
             provider: Arc::from("default/corp"),
             expires_at: exp,
         };
-        cache.put([1; 32], &id(now + 60), "oidc");
-        cache.put([2; 32], &id(now - 1), "oidc");
+        cache.put([1; 32], &id(now + 60), "oidc", 0);
+        cache.put([2; 32], &id(now - 1), "oidc", 0);
         assert_eq!(
-            cache.get(&[1; 32]).map(|(i, m)| (i.expires_at, m)),
+            cache.get(&[1; 32], 0).map(|(i, m)| (i.expires_at, m)),
             Some((now + 60, "oidc"))
         );
         assert!(
-            cache.get(&[2; 32]).is_none(),
+            cache.get(&[2; 32], 0).is_none(),
             "an expired token is verified again (and refused)"
         );
-        assert!(cache.get(&[3; 32]).is_none());
+        assert!(cache.get(&[3; 32], 0).is_none());
+        assert!(
+            cache.get(&[1; 32], 1).is_none(),
+            "after an issuer dropped a key, every token is verified again"
+        );
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub async fn authenticate<'r>(
     if looks_like_jwt(token) {
         // A token verified before (under this configuration, still unexpired) skips the
         // signature check: RSA verification costs more than the rest of the request path.
-        if let Some((id, method)) = rt.verified_tokens.get(&digest) {
+        // Read before verifying: a key removed meanwhile makes this entry stale, never valid.
+        let epoch = rt.verifiers.epoch();
+        if let Some((id, method)) = rt.verified_tokens.get(&digest, epoch) {
             let mut caller = rt.token_caller(id);
             caller.identity.auth_method = method;
             return Ok(Caller::Token(Box::new(caller)));
@@ -62,7 +64,7 @@ pub async fn authenticate<'r>(
                 .map_err(GatewayError::InvalidToken)?;
             (id, "oidc")
         };
-        rt.verified_tokens.put(digest, &id, method);
+        rt.verified_tokens.put(digest, &id, method, epoch);
         let mut caller = rt.token_caller(id);
         caller.identity.auth_method = method;
         return Ok(Caller::Token(Box::new(caller)));

@@ -194,12 +194,10 @@ impl Runtime {
             .gateway_tokens
             .as_ref()
             .map(crate::identity::token::Issuer::build);
-        // Load the issuers' keys now, so the first token does not wait for them.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            for keys in verifiers.key_sets() {
-                let (keys, client) = (Arc::clone(keys), idp_client.clone());
-                handle.spawn(async move { keys.refresh(&client, true).await });
-            }
+        // Load the issuers' keys now, so the first token does not wait for them, and keep them
+        // fresh.
+        for keys in verifiers.key_sets() {
+            keys.start(&idp_client);
         }
 
         // Resources read from files have no creation time; report when this config was loaded.
