@@ -4,14 +4,17 @@
 # for the conditions, call the gateway, add the missing Secret and watch the model come up.
 #
 # Opt in with LLMGATE_E2E=1 and a kubeconfig for a disposable cluster (kind, k3d, ...).
-# Without both it says why and exits 0. LLMGATE_E2E_KEEP=1 keeps the namespace for debugging.
+# Without LLMGATE_E2E=1 it says so and exits 0; with it, a missing kubectl or an unreachable
+# cluster is a failure (exit 1), so a broken setup never looks green. LLMGATE_E2E_KEEP=1 keeps
+# the namespace for debugging.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 skip() { echo "e2e: skipped: $*"; exit 0; }
+fail() { echo "e2e: error: $*" >&2; exit 1; }
 [ "${LLMGATE_E2E:-}" = "1" ] || skip "set LLMGATE_E2E=1 with a kubeconfig for a disposable cluster to run it"
-command -v kubectl >/dev/null || skip "kubectl is not installed"
-kubectl version --request-timeout=5s >/dev/null 2>&1 || skip "no cluster is reachable with the current kubeconfig"
+command -v kubectl >/dev/null || fail "LLMGATE_E2E=1 but kubectl is not installed"
+kubectl version --request-timeout=5s >/dev/null 2>&1 || fail "LLMGATE_E2E=1 but no cluster is reachable with the current kubeconfig"
 
 target="${CARGO_TARGET_DIR:-target}"
 cargo build -q -p llmgate-operator -p llmgate-dataplane --bins

@@ -27,9 +27,21 @@ fn chart_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/llmgate/crds")
 }
 
+/// Whether `var` asks to rewrite the expected file; never in CI, where a rewrite would make the
+/// comparison pass whatever changed.
+fn rewrite_requested(var: &str) -> bool {
+    let set = std::env::var_os(var).is_some();
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !(set && ci),
+        "{var} is set in CI: expected files are compared there, never rewritten"
+    );
+    set
+}
+
 #[test]
 fn crd_yaml_is_up_to_date() {
-    let update = std::env::var_os("UPDATE_CRDS").is_some();
+    let update = rewrite_requested("UPDATE_CRDS");
     for crd in crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let path = chart_dir().join(format!("{name}.yaml"));

@@ -28,6 +28,8 @@ pub struct Gateway {
     pub counters: Arc<Counters>,
     status: Mutex<ConfigStatus>,
     draining: AtomicBool,
+    /// The shutdown grace ran out: requests still running are being cut.
+    cut: AtomicBool,
 }
 
 /// What `/readyz` reports about the configuration.
@@ -76,6 +78,7 @@ impl Gateway {
                 ..ConfigStatus::default()
             }),
             draining: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
         })
     }
 
@@ -148,5 +151,20 @@ impl Gateway {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the requests that end from now on as cut by shutdown, not left by their caller.
+    pub fn cut_remaining(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+    }
+
+    /// Why a request that ended before its answer did: `shutdown` once the grace ran out,
+    /// else its caller went away.
+    pub fn unfinished_reason(&self) -> &'static str {
+        if self.cut.load(Ordering::Relaxed) {
+            "shutdown"
+        } else {
+            "client_disconnected"
+        }
     }
 }

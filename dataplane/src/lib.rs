@@ -205,10 +205,12 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
+            || {},
         ))
     };
 
     let gw_for_signal = Arc::clone(&gw);
+    let gw_for_deadline = Arc::clone(&gw);
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!(
@@ -223,6 +225,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         settings.header_timeout,
         settings.shutdown_grace,
         shutdown,
+        move || gw_for_deadline.cut_remaining(),
     )
     .await;
 

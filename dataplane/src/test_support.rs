@@ -26,12 +26,24 @@ pub fn endpoint(model: &str, upstream: &str) -> Endpoint {
     }
 }
 
+/// Whether `var` asks to rewrite the expected file; never in CI, where a rewrite would make the
+/// comparison pass whatever changed.
+fn rewrite_requested(var: &str) -> bool {
+    let set = std::env::var_os(var).is_some();
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !(set && ci),
+        "{var} is set in CI: expected files are compared there, never rewritten"
+    );
+    set
+}
+
 /// Compares `generated` with `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites the file.
 pub fn golden(name: &str, generated: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if rewrite_requested("UPDATE_GOLDEN") {
         std::fs::create_dir_all(path.parent().expect("golden dir")).expect("create golden dir");
         std::fs::write(&path, generated).expect("write golden file");
     }

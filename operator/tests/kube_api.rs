@@ -229,3 +229,75 @@ async fn a_lease_held_by_another_replica_is_left_alone_until_it_expires() {
         .expect("scenario ran")
         .expect("scenario held");
 }
+
+/// The two ways a second replica loses a race (the create or the replace answered 409), and a
+/// holder's renewal, which keeps its acquire time and transition count.
+#[tokio::test]
+async fn a_conflict_loses_the_lease_and_a_renewal_keeps_its_history() {
+    let (client, mut api) = mock_client();
+    // MicroTime carries microseconds: a time with fewer digits comes back unchanged.
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now");
+    let acquired = now - jiff::SignedDuration::from_secs(600);
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Conflict", "code": 409, "message": "the object has been modified"});
+    let server = tokio::spawn(async move {
+        // Ours, renewed 3 s ago: renewed in place.
+        let (_, send) = api.next_request().await.expect("get");
+        let mut held = lease_json("operator-0", now - jiff::SignedDuration::from_secs(3), "9");
+        held["spec"]["acquireTime"] = json!(acquired.to_string());
+        held["spec"]["leaseTransitions"] = json!(2);
+        respond(send, StatusCode::OK, held);
+        let (req, send) = api.next_request().await.expect("renew");
+        assert_eq!(req.method(), Method::PUT);
+        let body = body_json(req).await;
+        assert_eq!(body["metadata"]["resourceVersion"], "9");
+        assert_eq!(body["spec"]["holderIdentity"], "operator-0");
+        assert_eq!(body["spec"]["leaseTransitions"], 2);
+        let sent: jiff::Timestamp = body["spec"]["acquireTime"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("acquireTime");
+        assert_eq!(sent, acquired);
+        let renewed: jiff::Timestamp = body["spec"]["renewTime"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("renewTime");
+        assert_eq!(renewed, now);
+        respond(send, StatusCode::OK, body);
+        // Expired meanwhile and taken by another replica first: our replace conflicts.
+        let (_, send) = api.next_request().await.expect("get");
+        respond(
+            send,
+            StatusCode::OK,
+            lease_json(
+                "operator-1",
+                now - jiff::SignedDuration::from_secs(60),
+                "10",
+            ),
+        );
+        let (req, send) = api.next_request().await.expect("replace");
+        assert_eq!(req.method(), Method::PUT);
+        respond(send, StatusCode::CONFLICT, conflict.clone());
+        // Deleted, and another replica created it first: our create conflicts.
+        let (_, send) = api.next_request().await.expect("get");
+        respond(
+            send,
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        );
+        let (req, send) = api.next_request().await.expect("create");
+        assert_eq!(req.method(), Method::POST);
+        respond(send, StatusCode::CONFLICT, conflict);
+    });
+    let l = leader(client);
+    assert!(l.try_acquire(now).await.expect("api ok"), "renewed");
+    assert!(l.is_leader());
+    assert!(!l.try_acquire(now).await.expect("a conflict is an answer"));
+    assert!(!l.is_leader(), "a lost replace steps down");
+    assert!(!l.try_acquire(now).await.expect("a conflict is an answer"));
+    assert!(!l.is_leader());
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("scenario ran")
+        .expect("scenario held");
+}

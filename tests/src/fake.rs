@@ -5,7 +5,10 @@
 //! It checks `Authorization: Bearer <key>` (401 otherwise, OpenAI's body), the request shape
 //! (JSON object, `model` string, non-empty `messages` with known roles, `input` for
 //! embeddings; 400 otherwise), and `stream_options` only with `stream`. Behaviour is chosen by
-//! the upstream model id:
+//! the upstream model id, or for one instance whatever the model with
+//! [`FakeUpstream::behave_as`] (`POST /_fake/behaviour` with the behaviour as the body, empty
+//! to reset, for the `fake-upstream` binary), so one replica of an endpoint can fail while the
+//! others answer:
 //!
 //! | model | behaviour |
 //! |---|---|
@@ -58,6 +61,9 @@ pub struct Stats {
     /// Streams whose reader went away before the end: the cancellation reached us.
     pub streams_cancelled: AtomicU64,
     pub chunks_sent: AtomicU64,
+    /// Chat requests whose handler was dropped before it answered: the caller (the gateway)
+    /// hung up and the drop reached us.
+    pub requests_aborted: AtomicU64,
     /// Requests that asked for `stream_options.include_usage`.
     pub usage_requested: AtomicU64,
     /// What `bill-asked` reported as used: every sequence at its full asked length.
@@ -105,6 +111,8 @@ struct Shared {
     api_key: String,
     stats: Arc<Stats>,
     last_request: std::sync::Mutex<Value>,
+    /// A behaviour of the table that overrides the model id's.
+    behave_as: std::sync::Mutex<Option<String>>,
 }
 
 /// A running fake; dropping it (or [`FakeUpstream::kill`]) closes the listener and every
@@ -133,6 +141,7 @@ impl FakeUpstream {
             api_key: api_key.to_string(),
             stats: Arc::clone(&stats),
             last_request: std::sync::Mutex::new(Value::Null),
+            behave_as: std::sync::Mutex::new(None),
         });
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(accept_loop(listener, app, Arc::clone(&stats)));
@@ -160,6 +169,12 @@ impl FakeUpstream {
 
     pub fn kill(&self) {
         self.task.abort();
+    }
+
+    /// From now on this instance behaves as the model `behaviour` would (`"fail-500"`,
+    /// `"slow-first-byte:2000"` …) whatever model it is asked for; `None` resets it.
+    pub fn behave_as(&self, behaviour: Option<&str>) {
+        self.shared.set_behaviour(behaviour);
     }
 }
 
@@ -190,13 +205,53 @@ async fn accept_loop(listener: TcpListener, app: Router, stats: Arc<Stats>) {
     }
 }
 
+impl Shared {
+    fn set_behaviour(&self, behaviour: Option<&str>) {
+        if let Ok(mut b) = self.behave_as.lock() {
+            *b = behaviour.filter(|b| !b.is_empty()).map(str::to_owned);
+        }
+    }
+
+    /// The behaviour for a request for `model`.
+    fn behaviour_for(&self, model: &str) -> String {
+        self.behave_as
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .unwrap_or_else(|| model.to_owned())
+    }
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/_fake/stats", get(stats))
+        .route("/_fake/behaviour", post(set_behaviour))
         .with_state(shared)
+}
+
+async fn set_behaviour(State(s): State<Arc<Shared>>, body: String) -> StatusCode {
+    s.set_behaviour(Some(body.trim()));
+    StatusCode::NO_CONTENT
+}
+
+/// Counts a chat handler dropped before it answered.
+struct AbortGuard<'a>(Option<&'a AtomicU64>);
+
+impl AbortGuard<'_> {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
@@ -272,7 +327,15 @@ fn behaviour(model: &str) -> (&str, u64) {
 }
 
 async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req = match parse(&s, &headers, &body) {
+    let guard = AbortGuard(Some(&s.stats.requests_aborted));
+    let response = chat_response(&s, &headers, &body).await;
+    guard.answered();
+    response
+}
+
+async fn chat_response(s: &Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> Response {
+    let s = Arc::clone(s);
+    let req = match parse(&s, headers, body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -308,7 +371,8 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         }
     }
     let model = req["model"].as_str().unwrap_or_default().to_string();
-    let (kind, n) = behaviour(&model);
+    let behaving = s.behaviour_for(&model);
+    let (kind, n) = behaviour(&behaving);
     match kind {
         "fail-429" => {
             let mut r = error(

@@ -281,12 +281,24 @@ impl Gateway {
         None
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status; a process still running after 30 s is
+    /// killed and the test fails (a gateway ignoring SIGTERM must not hang the suite).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.pid().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let mut child = self.child.take().expect("running");
-        child.wait().expect("wait for exit")
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for exit") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the process did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn write_config(&self, file: &str, text: &str) {
@@ -329,6 +341,13 @@ impl Gateway {
             .map_err(|e| e.to_string())?
             .to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// The sum of every `/metrics` sample of `name` whose labels include `labels` (0 when
+    /// there is none), for asserting deltas.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await.expect("metrics");
+        metric_sum(&text, name, labels)
     }
 
     pub async fn readyz(&self) -> Value {
@@ -630,4 +649,27 @@ impl Drop for Operator {
             let _ = c.wait();
         }
     }
+}
+
+/// The sum of the samples of `name` in a Prometheus text exposition whose labels include every
+/// pair of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let have: Vec<&str> = rest.split(',').collect();
+            let all = labels
+                .iter()
+                .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

@@ -379,10 +379,17 @@ spec:
     assert_eq!(r.header("x-ratelimit-limit-requests"), "20");
     assert_eq!(r.header("x-ratelimit-remaining-requests"), "0");
     assert!(r.header("x-ratelimit-reset-requests").ends_with('s'));
+    // GCRA: 20 an hour is one every 180 s; the burst was spent just now, so the next one is
+    // 180 s away less the seconds this test has taken.
     let retry: u64 = r.header("retry-after").parse().expect("retry-after");
     assert!(
-        (1..=180).contains(&retry),
+        (170..=180).contains(&retry),
         "one request frees up every 3 minutes: {retry}"
+    );
+    let retry_ms: u64 = r.header("retry-after-ms").parse().expect("retry-after-ms");
+    assert!(
+        retry_ms.div_ceil(1000) == retry,
+        "{retry_ms} ms vs {retry} s"
     );
     // An admitted reply says what is left.
     let first_ok = replies.iter().find(|r| r.status == 200).expect("one ok");
@@ -511,7 +518,9 @@ async fn a_data_plane_killed_mid_stream_leaves_no_reservation_after_its_hold() {
     drop(sse);
     let killed_at = Instant::now();
 
-    // Before the hold runs out the reservation stands (a later request sees it).
+    // Past `total` (2 s) but within its 5 s grace the reservation stands: an admission 4 s
+    // after the kill, which would release an expired hold, leaves it in place.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(killed_at.elapsed())).await;
     let r = chat(
         &survivor,
         ENG,
@@ -552,53 +561,116 @@ async fn a_data_plane_killed_mid_stream_leaves_no_reservation_after_its_hold() {
     assert_eq!(redis.hget_i64(&key, "spent"), spent_before + charged);
 }
 
+/// README: while Redis is away a `failMode: open` limit admits, on each replica, at most its
+/// `localAllowancePercent` of the limit; `closed` refuses with 503; what was counted locally
+/// reaches Redis once it is back. Each request is priced at exactly 1 % of the budget and the
+/// allowance is 5 %, so each replica admits exactly 5: an uncapped allowance admits more, a
+/// shared one fewer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_going_away_applies_each_fail_mode_and_counts_reconcile() {
+async fn redis_going_away_applies_each_fail_mode_within_each_replicas_allowance() {
     let mut redis = RedisServer::start();
-    let mut c = String::new();
-    for (model, fail) in [("open-model", "open"), ("closed-model", "closed")] {
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    // $1000 per million output tokens and max_tokens 10: each call reserves and costs
+    // 10 000 µ$, 1 % of the $1 budget.
+    let mut c = model_yaml(
+        "open-model",
+        "tokens:1000",
+        &fake.base_url(),
+        0.0,
+        1000.0,
+        "",
+    );
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: open-budget}\nspec: {team: ml, amountUsd: 1, period: day, models: [open-model], failMode: open, localAllowancePercent: 5}\n";
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: closed-model}\nspec: {model: closed-model, provider: mock, pricing: {inputPerMillion: 1000, outputPerMillion: 1000}}\n";
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: closed-model}\nspec: {team: ml, amountUsd: 1000, period: day, models: [closed-model], failMode: closed}\n";
+    for m in ["rl-open", "rl-closed"] {
         c += &format!(
-            "---\napiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: {model}}}\nspec: {{model: {model}, provider: mock, pricing: {{inputPerMillion: 1000, outputPerMillion: 1000}}}}\n---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {{name: {model}}}\nspec: {{team: ml, amountUsd: 1000, period: day, models: [{model}], failMode: {fail}, localAllowancePercent: 10}}\n"
+            "---\napiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: {m}}}\nspec: {{model: {m}, provider: mock}}\n"
         );
     }
     c += &key_yaml("eng", ENG, "ada", "ml");
-    c += EVERYONE_EVERYTHING;
+    c += &EVERYONE_EVERYTHING.replace(
+        "      models: [\"*\"]\n",
+        "      models: [\"*\"]\n  rateLimits:\n    - {name: per-user-open, per: [user], models: [rl-open], window: hour, requests: 100, failMode: open, localAllowancePercent: 5}\n    - {name: per-user-closed, per: [user], models: [rl-closed], window: hour, requests: 100, failMode: closed}\n",
+    );
     let args = ["--redis-url", &redis.url(), "--redis-timeout", "100ms"];
     let gws = start_replicas(&c, 2, &args).await;
-    let body = |m: &str| json!({"model": m, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]});
+    let body = |m: &str| json!({"model": m, "max_tokens": 10, "messages": [{"role": "user", "content": "hello"}]});
     for gw in &gws {
-        assert_eq!(chat(gw, ENG, body("open-model")).await.status, 200);
-        assert_eq!(chat(gw, ENG, body("closed-model")).await.status, 200);
+        for m in ["open-model", "closed-model", "rl-open", "rl-closed"] {
+            let r = chat(gw, ENG, body(m)).await;
+            assert_eq!(r.status, 200, "{m}: {:?}", r.json());
+        }
     }
+    // 98 % spent in Redis: whatever the replicas admit alone overshoots, by a bounded amount.
+    let open_key = budget_key("ml", "open-budget");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis.hget_i64(&open_key, "spent"), 20_000);
+    redis.cli(&["HINCRBY", &open_key, "spent", "960000"]);
 
     // Redis stops answering (the process is paused: a partition, its data kept).
     let pid = redis_pid(&redis);
     signal(&pid, "STOP");
-    let mut local = 0;
-    for i in 0..20 {
-        let gw = &gws[i % 2];
-        let t = Instant::now();
-        let open = chat(gw, ENG, body("open-model")).await;
+    let mut errors_when_degraded = Vec::new();
+    for gw in &gws {
+        let mut admitted = 0;
+        for _ in 0..8 {
+            let r = chat(gw, ENG, body("open-model")).await;
+            match r.status.as_u16() {
+                200 => admitted += 1,
+                429 => assert_eq!(r.json()["error"]["code"], "budget_exceeded"),
+                s => panic!("fail open: {s} {:?}", r.json()),
+            }
+        }
         assert_eq!(
-            open.status, 200,
-            "fail open: served from the local allowance"
+            admitted, 5,
+            "5 % of $1 at 1 % a call, on this replica alone"
         );
-        local += 1;
-        let closed = chat(gw, ENG, body("closed-model")).await;
-        assert_eq!(closed.status, 503, "fail closed: refused");
-        assert_eq!(closed.json()["error"]["code"], "counters_unavailable");
-        assert!(t.elapsed() < Duration::from_secs(2), "never a hang");
-    }
-    let ready = gws[0].readyz().await;
-    assert_eq!(ready["counters"]["degraded"], true);
-    let (_, metrics) = gws[0].admin_get("/metrics").await.expect("metrics");
-    assert!(
-        metrics.contains("llmgate_counter_store_degraded 1"),
-        "{metrics}"
-    );
-    assert_eq!(local, 20);
+        assert_eq!(gw.readyz().await["counters"]["degraded"], true);
+        errors_when_degraded.push(gw.metric("llmgate_counter_store_errors_total", &[]).await);
 
-    // Back: the local counts are replayed and Redis agrees with the audit records.
+        let mut admitted = 0;
+        for _ in 0..8 {
+            let r = chat(gw, ENG, body("rl-open")).await;
+            match r.status.as_u16() {
+                200 => admitted += 1,
+                429 => {
+                    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+                    assert_eq!(r.header("x-ratelimit-limit-requests"), "100");
+                }
+                s => panic!("fail open: {s} {:?}", r.json()),
+            }
+        }
+        assert_eq!(admitted, 5, "5 % of 100 requests, on this replica alone");
+
+        for m in ["closed-model", "rl-closed"] {
+            let r = chat(gw, ENG, body(m)).await;
+            assert_eq!(r.status, 503, "{m} fails closed");
+            assert_eq!(r.json()["error"]["code"], "counters_unavailable");
+        }
+    }
+    for (gw, errors) in gws.iter().zip(&errors_when_degraded) {
+        // Once degraded, requests no longer wait for Redis: the error count stands still.
+        assert_eq!(
+            gw.metric("llmgate_counter_store_errors_total", &[]).await,
+            *errors
+        );
+        assert!(gw.metric("llmgate_counter_store_degraded", &[]).await == 1.0);
+        let local: Vec<Value> = gw
+            .audit()
+            .into_iter()
+            .filter(|r| r["counters"] == "local" && r["status"] == 200)
+            .collect();
+        assert_eq!(
+            local.len(),
+            10,
+            "5 budgeted and 5 rate-limited, counted locally"
+        );
+        assert!(local.iter().all(|r| r["budget_charged_usd_micros"] == 10_000
+            || r["model_served"] == "rl-open"));
+    }
+
+    // Back: the local counts are replayed once, and Redis agrees with the audit records.
     signal(&pid, "CONT");
     let deadline = Instant::now() + Duration::from_secs(10);
     for gw in &gws {
@@ -609,19 +681,35 @@ async fn redis_going_away_applies_each_fail_mode_and_counts_reconcile() {
     }
     assert_eq!(chat(&gws[0], ENG, body("closed-model")).await.status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for model in ["open-model", "closed-model"] {
-        let charged: i64 = gws
-            .iter()
+    // 98 % + 2 replicas × 5 %: over the amount, never by more than the allowances.
+    let spent = redis.hget_i64(&open_key, "spent");
+    assert_eq!(spent, 980_000 + 2 * 5 * 10_000);
+    assert!(spent <= 1_000_000 + 2 * 50_000);
+    let charged = |model: &str| -> i64 {
+        gws.iter()
             .flat_map(|g| g.audit())
             .filter(|r| r["model_served"] == model)
             .filter_map(|r| r["budget_charged_usd_micros"].as_i64())
-            .sum();
-        assert_eq!(
-            redis.hget_i64(&budget_key("ml", model), "spent"),
-            charged,
-            "{model}: what was counted locally reached Redis, once"
-        );
-    }
+            .sum()
+    };
+    assert_eq!(spent - 960_000, charged("open-model"));
+    assert_eq!(
+        redis.hget_i64(&budget_key("ml", "closed-model"), "spent"),
+        charged("closed-model"),
+        "closed-model: what was counted reached Redis, once"
+    );
+    // The overshoot is seen by every replica: the budget now refuses.
+    let r = chat(&gws[1], ENG, body("open-model")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // The 10 requests admitted locally count against the shared limit: 2 + 10 of 100 used.
+    let burst = (0..100).map(|i| chat(&gws[i % 2], ENG, body("rl-open")));
+    let ok = futures_util::future::join_all(burst)
+        .await
+        .iter()
+        .filter(|r| r.status == 200)
+        .count();
+    assert_eq!(ok, 88);
 
     // Redis restarted empty: the gateway reconnects and serves again.
     redis.restart();
@@ -727,20 +815,39 @@ async fn a_redis_cluster_keeps_each_teams_counters_in_one_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_clamping_budget_shortens_the_answer_to_what_it_can_pay_for() {
-    // Standalone, no Redis: the in-process store, same rules.
+    // Standalone, no Redis: the in-process store.
+    clamp_scenario(&[], "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clamping_budget_in_redis_shortens_the_answer_the_same_way() {
+    // The same rules in the Redis functions.
+    let redis = RedisServer::start();
+    clamp_scenario(
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+        "redis",
+    )
+    .await;
+    let key = budget_key("llm-engineering", "eng");
+    assert_eq!(redis.hget_i64(&key, "spent"), 1_000_000);
+    assert_eq!(redis.hget_i64(&key, "reserved"), 0);
+}
+
+async fn clamp_scenario(args: &[&str], counters: &str) {
     let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
     let mut c = model_yaml("writer", "tokens:5000", &fake.base_url(), 0.0, 1000.0, "");
     c += &key_yaml("eng", ENG, "ada", "llm-engineering");
     c += EVERYONE_EVERYTHING;
     // $1 at $1000 per million output tokens: 1000 tokens in all.
     c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 1, period: day, clampMaxTokens: true}\n";
-    let gw = Gateway::start(&c, &[]).await;
+    let gw = Gateway::start(&c, args).await;
     let body = json!({"model": "writer", "max_tokens": 700,
         "messages": [{"role": "user", "content": "write"}]});
     let first = chat(&gw, ENG, body.clone()).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.header("x-llmgate-max-tokens-clamped"), "");
     assert_eq!(first.json()["usage"]["completion_tokens"], 700);
+    assert_eq!(fake.last_request()["max_tokens"], 700);
     // 300 tokens' worth left: the next answer is cut to 300, and the upstream was told so.
     let second = chat(&gw, ENG, body.clone()).await;
     assert_eq!(second.status, 200, "{:?}", second.json());
@@ -753,7 +860,8 @@ async fn a_clamping_budget_shortens_the_answer_to_what_it_can_pay_for() {
     assert_eq!(third.json()["error"]["code"], "budget_exceeded");
     let audit = gw.audit_until(3).await;
     assert_eq!(audit[1]["max_tokens_clamped"], 300);
-    assert_eq!(audit[1]["counters"], "memory");
+    assert_eq!(audit[1]["budget_charged_usd_micros"], 300_000);
+    assert_eq!(audit[1]["counters"], counters);
 }
 
 /// The overshoot bound, tried as a hostile caller would: 300 concurrent requests over three
@@ -941,5 +1049,191 @@ spec:
         before - remaining(&r) >= 2000,
         "the deep prompt reserved only {} tokens",
         before - remaining(&r)
+    );
+}
+
+/// A caller that names no length still cannot make the model write past what was reserved:
+/// the endpoint's `maxOutputTokens` is reserved and sent upstream in every field it reads.
+#[tokio::test]
+async fn without_max_tokens_the_model_maximum_is_reserved_and_sent_upstream() {
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    // The model would write 5000 tokens if nobody told it otherwise.
+    let mut c = model_yaml("writer", "tokens:5000", &fake.base_url(), 0.0, 1000.0, "")
+        .replace("maxOutputTokens: 16000", "maxOutputTokens: 300");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    // $1 at $1000 per million output tokens: 1000 tokens, three reservations of 300.
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 1, period: day}\n";
+    let gw = Gateway::start(&c, &[]).await;
+    let body = json!({"model": "writer", "messages": [{"role": "user", "content": "write"}]});
+    for i in 0..3 {
+        let r = chat(&gw, ENG, body.clone()).await;
+        assert_eq!(r.status, 200, "call {i}: {:?}", r.body);
+        assert_eq!(r.json()["usage"]["completion_tokens"], 300);
+        let sent = fake.last_request();
+        assert_eq!(
+            (&sent["max_tokens"], &sent["max_completion_tokens"]),
+            (&json!(300), &json!(300))
+        );
+    }
+    // $0.10 left is less than one reservation of 300 tokens ($0.30): refused before upstream.
+    let r = chat(&gw, ENG, body).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    assert_eq!(
+        fake.stats.chat.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    let audit = gw.audit_until(4).await;
+    let charged: Vec<_> = audit
+        .iter()
+        .map(|r| r["budget_charged_usd_micros"].clone())
+        .collect();
+    assert_eq!(
+        charged[..3],
+        [json!(300_000), json!(300_000), json!(300_000)],
+        "{audit:#?}"
+    );
+}
+
+/// README: a spent budget falls back to "the first fallback model the caller may use and whose
+/// own budget (if any) can pay". gpt-4 can pay for nothing; llama-3, first in line, has a
+/// budget of its own that cannot pay either, so gpt-3.5-turbo answers. A caller whom policy
+/// denies gpt-3.5-turbo has nowhere left to go: 429 `budget_exceeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fallback_is_the_first_model_the_caller_may_use_and_can_pay_for() {
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let url = fake.base_url();
+    let mut c = model_yaml("gpt-4", "tokens:100", &url, 30.0, 60.0, "");
+    c += &model_yaml("llama-3", "tokens:101", &url, 0.2, 0.2, "");
+    c += &model_yaml("gpt-3.5-turbo", "tokens:102", &url, 0.5, 1.5, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &key_yaml("product", PRODUCT, "pat", "product");
+    c += r#"---
+apiVersion: llmgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: everyone}
+spec:
+  rules:
+    - name: all-models
+      subjects: [{authenticated: true}]
+      models: ["*"]
+    - name: no-turbo-for-pat
+      effect: Deny
+      subjects: [{user: pat}]
+      models: [gpt-3.5-turbo]
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: TeamBudget
+metadata: {name: gpt-4}
+spec: {team: "*", amountUsd: 0.01, period: day, models: [gpt-4], fallback: [llama-3, gpt-3.5-turbo]}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: TeamBudget
+metadata: {name: llama}
+spec: {team: "*", amountUsd: 0.000001, period: day, models: [llama-3]}
+"#;
+    let gw = Gateway::start(&c, &[]).await;
+    // 1000 output tokens of gpt-4 reserve $0.06: more than its $0.01.
+    let body = json!({"model": "gpt-4", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let r = chat(&gw, ENG, body.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.header("x-llmgate-model"), "gpt-3.5-turbo");
+    assert_eq!(r.header("x-llmgate-fallback-from"), "gpt-4");
+    assert_eq!(
+        fake.last_request()["model"],
+        "tokens:102",
+        "served by gpt-3.5-turbo"
+    );
+    let audit = gw.audit_until(1).await;
+    assert_eq!(audit[0]["model_requested"], "gpt-4");
+    assert_eq!(audit[0]["model_served"], "gpt-3.5-turbo");
+
+    let r = chat(&gw, PRODUCT, body).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    assert_eq!(r.header("x-llmgate-fallback-from"), "");
+    assert_eq!(
+        fake.stats.chat.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+/// In a Redis Cluster a request's team counters and a limit shared across teams live in
+/// different slots, so admission takes two steps (the shared limit's group first); a refusal in
+/// the second releases what the first took. A team whose budget pays for exactly 5 sends 20:
+/// 15 are refused by the budget after the global limit counted them, and released. Another
+/// team then gets exactly the 95 of 100 left (80 if the refused 15 had stayed counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_redis_cluster_a_refusal_in_the_second_step_releases_the_first() {
+    let cluster = RedisCluster::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    // Every answer is max_tokens long: 1000 tokens at $60/M, about $0.0601 with the prompt.
+    let mut c = model_yaml("gpt-4", "tokens:1000", &fake.base_url(), 30.0, 60.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &key_yaml("product", PRODUCT, "pat", "product");
+    c += &EVERYONE_EVERYTHING.replace(
+        "      models: [\"*\"]\n",
+        "      models: [\"*\"]\n  rateLimits:\n    - {name: global, window: hour, requests: 100}\n",
+    );
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 0.33, period: day}\n";
+    let gws = start_replicas(
+        &c,
+        2,
+        &[
+            "--redis-cluster-nodes",
+            &cluster.seeds(),
+            "--redis-timeout",
+            PATIENT,
+        ],
+    )
+    .await;
+    let body = |i: usize| {
+        json!({"model": "gpt-4", "max_tokens": 1000,
+            "messages": [{"role": "user", "content": format!("request {i}")}]})
+    };
+    let tasks = (0..20).map(|i| chat(&gws[i % 2], ENG, body(i)));
+    let replies = futures_util::future::join_all(tasks).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 5, "the budget pays for 5");
+    for r in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    }
+    let key = budget_key("llm-engineering", "eng");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.hget_i64(&key, "reserved") != 0 {
+        assert!(Instant::now() < deadline, "a reservation stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.cli(&["ZCARD", &format!("{key}:holds")]).trim(), "0");
+    let audit: Vec<Value> = gws.iter().flat_map(|g| g.audit()).collect();
+    let charged: i64 = audit
+        .iter()
+        .filter_map(|r| r["budget_charged_usd_micros"].as_i64())
+        .sum();
+    assert_eq!(cluster.hget_i64(&key, "spent"), charged);
+    assert!(audit.iter().all(|r| r["counters"] == "redis-cluster"));
+
+    // The global limit kept only the 5 admitted.
+    let tasks = (0..100).map(|i| chat(&gws[i % 2], PRODUCT, body(i)));
+    let replies = futures_util::future::join_all(tasks).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 95, "100 an hour, 5 already used");
+    let limited = replies.iter().find(|r| r.status == 429).expect("a refusal");
+    assert_eq!(limited.json()["error"]["code"], "rate_limit_exceeded");
+    // The audit writer is asynchronous.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit: Vec<Value> = gws.iter().flat_map(|g| g.audit()).collect();
+    let limited: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["status"] == 429 && r["team"] == "product")
+        .collect();
+    assert_eq!(limited.len(), 5);
+    assert!(
+        limited
+            .iter()
+            .all(|r| r["rate_limit"] == "default/everyone#global")
     );
 }

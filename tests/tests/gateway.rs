@@ -95,6 +95,128 @@ async fn chat_goes_upstream_with_the_upstream_key_and_model() {
         (cost - (p * 2.0 + c * 8.0) / 1e6).abs() < 1e-12,
         "cost {cost}"
     );
+    assert_audit_contract(first, &gw).await;
+}
+
+/// The record is a contract (docs/audit.md): exactly the documented keys, and the fields no
+/// other test reads hold what they say.
+async fn assert_audit_contract(record: &Value, gw: &Gateway) {
+    const KEYS: [&str; 37] = [
+        "request_id",
+        "started_at",
+        "finished_at",
+        "operation",
+        "stream",
+        "auth_method",
+        "key_id",
+        "identity_provider",
+        "groups",
+        "user",
+        "service_account",
+        "team",
+        "policy_rule",
+        "model_requested",
+        "model_served",
+        "provider",
+        "replica",
+        "upstream_model",
+        "upstream_model_version",
+        "attempts",
+        "status",
+        "error_reason",
+        "error_message",
+        "usage",
+        "cost_usd",
+        "cost_usd_micros",
+        "budget_charged_usd_micros",
+        "fallback_from",
+        "fallback_reason",
+        "max_tokens_clamped",
+        "rate_limit",
+        "counters",
+        "latency_ms",
+        "snapshot_version",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+    ];
+    let mut have: Vec<&str> = record
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    have.extend(
+        record["usage"]
+            .as_object()
+            .expect("usage")
+            .keys()
+            .map(String::as_str),
+    );
+    have.sort_unstable();
+    let mut want = KEYS.to_vec();
+    want.sort_unstable();
+    assert_eq!(have, want, "the audit record's keys");
+    let mut latency: Vec<&str> = record["latency_ms"]
+        .as_object()
+        .expect("latency")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    latency.sort_unstable();
+    assert_eq!(
+        latency,
+        ["auth", "time_to_first_token", "total", "upstream_connect"]
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit.md"))
+        .expect("docs/audit.md");
+    for k in KEYS.iter().chain(&latency) {
+        assert!(
+            doc.contains(&format!("`{k}`")),
+            "docs/audit.md does not list {k}"
+        );
+    }
+
+    let at =
+        |k: &str| -> jiff::Timestamp { record[k].as_str().and_then(|t| t.parse().ok()).expect(k) };
+    let (started, finished) = (at("started_at"), at("finished_at"));
+    assert!(started <= finished);
+    assert!(finished.duration_since(started) < jiff::SignedDuration::from_secs(10));
+    assert!((jiff::Timestamp::now() - finished).get_seconds() < 30);
+    assert_eq!(record["operation"], "chat.completions");
+    assert_eq!(record["auth_method"], "api_key");
+    assert_eq!(record["stream"], false);
+    assert_eq!(record["provider"], "openai-compatible");
+    assert_eq!(record["upstream_model"], "meta/llama-3");
+    assert_eq!(record["attempts"], 1);
+    assert_eq!(
+        record["counters"],
+        Value::Null,
+        "no limit or budget applied"
+    );
+    assert_eq!(record["error_reason"], Value::Null);
+    assert_eq!(record["error_message"], Value::Null);
+    let cost = record["cost_usd"].as_f64().expect("cost");
+    assert_eq!(
+        record["cost_usd_micros"].as_u64(),
+        Some((cost * 1e6).ceil() as u64),
+        "micros are the cost rounded up"
+    );
+    assert_eq!(
+        record["snapshot_version"],
+        gw.readyz().await["config"]["version"],
+        "the snapshot that served it"
+    );
+    let lat = &record["latency_ms"];
+    let total = lat["total"].as_f64().expect("total");
+    for part in ["auth", "upstream_connect", "time_to_first_token"] {
+        let v = lat[part].as_f64().expect(part);
+        assert!((0.0..=total).contains(&v), "{part} {v} of {total}");
+    }
+    assert!(
+        lat["upstream_connect"].as_f64() > Some(0.0),
+        "the first request opened a connection"
+    );
 }
 
 #[tokio::test]
@@ -508,8 +630,28 @@ async fn a_broken_edit_keeps_the_last_good_config_and_a_fix_applies() {
 
     // Broken YAML syntax: same.
     gw.write_config("extra.yaml", "kind: [\n");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(gw.readyz().await["config"]["version"], version.as_str());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let r = gw.readyz().await;
+        if r["config"]["last_error"]["problems"][0]["field"] != "spec.replicaz" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "syntax error not reported: {r}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let problem = &ready["config"]["last_error"]["problems"][0];
+    assert!(
+        problem["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("extra.yaml"),
+        "{problem}"
+    );
+    assert!(
+        problem["message"].as_str().unwrap_or("").contains("line "),
+        "the YAML syntax error, with its place: {problem}"
+    );
+    assert_eq!(ready["config"]["version"], version.as_str());
 
     // The fix applies, and the new model is served.
     gw.write_config(
@@ -559,21 +701,87 @@ async fn graceful_shutdown_lets_a_running_stream_finish() {
     let resp = gw.chat_stream(&req).await;
     let mut sse = SseReader::new(resp.into_body());
     assert!(sse.next().await.is_some());
-    let pid = gw.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
+    sigterm(&gw);
+    // Draining: not ready, and the listener is closed to new connections, while the stream
+    // goes on.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, body) = gw.admin_get("/readyz").await.expect("admin still answers");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(body.contains("\"draining\":true"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = tokio::net::TcpStream::connect(gw.addr).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted while draining"
+    );
     let mut rest = Vec::new();
     while let Some(e) = sse.next().await {
         rest.push(e);
     }
+    assert!(
+        rest.len() >= 3,
+        "the stream went on after SIGTERM: {rest:?}"
+    );
     assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
-    let status = gw.terminate();
+    let status = gw
+        .exited_within(Duration::from_secs(10))
+        .await
+        .expect("exited once the stream ended");
     assert!(status.success(), "{status}");
     let records = gw.audit();
     assert_eq!(records.len(), 1, "the stream was recorded before exit");
     assert!(records[0]["error_reason"].is_null());
+}
+
+fn sigterm(gw: &Gateway) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+}
+
+/// Past `--shutdown-grace` a stream is cut (no `[DONE]`) and the process still exits 0, soon.
+#[tokio::test]
+async fn a_stream_longer_than_the_shutdown_grace_is_cut_and_the_process_exits() {
+    let up = fake().await;
+    // 30 words at 200 ms: about 6 s.
+    let cfg = access_yaml() + &endpoint_yaml("slow", "slow-stream:200", &[up.base_url()], "");
+    let mut gw = Gateway::start(&cfg, &["--shutdown-grace", "300ms"]).await;
+    let resp = gw.chat_stream(&streamed("slow", &"w ".repeat(30))).await;
+    let mut sse = SseReader::new(resp.into_body());
+    assert!(sse.next().await.is_some());
+    let t = Instant::now();
+    sigterm(&gw);
+    let status = gw
+        .exited_within(Duration::from_secs(3))
+        .await
+        .expect("exited soon after the grace");
+    assert!(status.success(), "{status}");
+    let mut rest = Vec::new();
+    while let Some(e) = sse.next().await {
+        rest.push(e);
+    }
+    assert!(t.elapsed() < Duration::from_secs(4));
+    assert_ne!(
+        rest.last().map(String::as_str),
+        Some("[DONE]"),
+        "cut: {rest:?}"
+    );
+    assert!(rest.len() < 25, "{} events after SIGTERM", rest.len());
+    let records = gw.audit();
+    assert_eq!(
+        records.len(),
+        1,
+        "the cut stream was recorded before exit: {records:?}"
+    );
+    assert_eq!(records[0]["error_reason"], "shutdown", "{:?}", records[0]);
 }
 
 #[tokio::test]
@@ -686,6 +894,154 @@ async fn a_caller_hanging_up_before_the_answer_is_recorded_and_the_upstream_call
         hung_up.elapsed() < Duration::from_millis(2500),
         "recorded when the caller left, not when the upstream answered"
     );
+    // The upstream saw its caller go away too, long before it would have answered.
+    while up.stats.requests_aborted.load(Ordering::Relaxed) == 0 {
+        assert!(
+            hung_up.elapsed() < Duration::from_millis(2500),
+            "the upstream call was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two replicas of `m`; the first misbehaves as `behaviour`, the second answers after 20 ms
+/// (slower than an untried replica is assumed to be, so the router is sure to try the first).
+async fn one_bad_replica(behaviour: &str, extra: &str) -> (FakeUpstream, FakeUpstream, Gateway) {
+    let (bad, good) = (fake().await, fake().await);
+    bad.behave_as(Some(behaviour));
+    let cfg = access_yaml()
+        + &endpoint_yaml(
+            "m",
+            "slow-first-byte:20",
+            &[bad.base_url(), good.base_url()],
+            extra,
+        );
+    let gw = Gateway::start(&cfg, &[]).await;
+    (bad, good, gw)
+}
+
+fn replica_of(up: &FakeUpstream) -> String {
+    up.addr.to_string()
+}
+
+#[tokio::test]
+async fn a_5xx_or_a_stalled_first_byte_moves_the_request_to_another_replica() {
+    for behaviour in ["fail-500", "slow-first-byte:5000"] {
+        let (bad, good, gw) = one_bad_replica(
+            behaviour,
+            "  timeouts: {firstByte: 300ms}\n  failover: {maxAttempts: 2, ejectAfterFailures: 1000}",
+        )
+        .await;
+        let n = 8;
+        for i in 0..n {
+            let r = gw
+                .call(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(chat("m", &format!("n{i}"))),
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{behaviour} request {i}: {:?}",
+                r.body
+            );
+        }
+        let tried_bad = bad.stats.chat.load(Ordering::Relaxed);
+        assert!(
+            tried_bad >= 1,
+            "{behaviour}: the bad replica was never tried"
+        );
+        assert_eq!(
+            good.stats.chat.load(Ordering::Relaxed),
+            n,
+            "{behaviour}: every request ended on the good one"
+        );
+        let records = gw.audit_until(n as usize).await;
+        let retried: Vec<&Value> = records.iter().filter(|r| r["attempts"] == 2).collect();
+        assert_eq!(retried.len() as u64, tried_bad, "{behaviour}: {records:#?}");
+        assert!(
+            records
+                .iter()
+                .all(|r| r["replica"] == replica_of(&good).as_str()),
+            "{behaviour}: {records:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_4xx_from_a_replica_is_relayed_not_retried() {
+    let (bad, good, gw) = one_bad_replica(
+        "fail-429",
+        "  failover: {maxAttempts: 2, ejectAfterFailures: 1000}",
+    )
+    .await;
+    let n = 8u64;
+    let mut refused = 0;
+    for i in 0..n {
+        let r = gw
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(chat("m", &format!("n{i}"))),
+            )
+            .await;
+        match r.status {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+            }
+            other => panic!("request {i}: {other} {:?}", r.body),
+        }
+    }
+    let (to_bad, to_good) = (
+        bad.stats.chat.load(Ordering::Relaxed),
+        good.stats.chat.load(Ordering::Relaxed),
+    );
+    assert!(to_bad >= 1, "the replica answering 429 was never tried");
+    assert_eq!(
+        (refused, to_bad + to_good),
+        (to_bad, n),
+        "each request went to one replica"
+    );
+    let records = gw.audit_until(n as usize).await;
+    for r in records.iter().filter(|r| r["status"] == 429) {
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert_eq!(r["replica"], replica_of(&bad).as_str(), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_broke_after_its_first_bytes_is_not_retried() {
+    let (bad, good, gw) = one_bad_replica(
+        "drop-mid-stream",
+        "  failover: {maxAttempts: 2, ejectAfterFailures: 1000}",
+    )
+    .await;
+    for i in 0..10 {
+        let (bad_before, good_before) = (
+            bad.stats.chat.load(Ordering::Relaxed),
+            good.stats.chat.load(Ordering::Relaxed),
+        );
+        let resp = gw.chat_stream(&streamed("m", &format!("a b c {i}"))).await;
+        let events = SseReader::new(resp.into_body()).all().await;
+        if bad.stats.chat.load(Ordering::Relaxed) == bad_before {
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+            continue;
+        }
+        // It reached the replica that breaks: the caller had bytes, so no second replica.
+        let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON");
+        assert_eq!(last["error"]["code"], "bad_upstream_response", "{events:?}");
+        assert_eq!(
+            good.stats.chat.load(Ordering::Relaxed),
+            good_before,
+            "retried after bytes"
+        );
+        return;
+    }
+    panic!("no stream reached the breaking replica");
 }
 
 /// The peak resident memory of a process, in KiB.

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use llmgate_tests::harness::{Gateway, OPERATOR_TOKEN, Operator, access_yaml};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn mock(name: &str) -> String {
     format!(
@@ -101,9 +101,12 @@ async fn two_data_planes_follow_the_operator_and_outlive_it() {
     assert_eq!(version(&a).await, v2);
     assert!(serves(&a, "m2").await && serves(&b, "m2").await);
 
-    // The operator goes away: both keep serving.
+    // The operator goes away: both notice, and keep serving.
     op.stop();
+    until_control_plane(&a, "reconnecting").await;
+    until_control_plane(&b, "reconnecting").await;
     assert!(serves(&a, "m1").await && serves(&b, "m2").await);
+    assert_eq!(version(&a).await, v2);
 
     // A data plane restarted while the operator is down serves the snapshot it kept.
     drop(a);
@@ -189,13 +192,9 @@ async fn snapshots_travel_over_tls_when_the_operator_has_a_certificate() {
     // the certificate.
     let plain = op.url().replace("https://", "http://");
     let untrusting_state = tempfile::tempdir().expect("state dir");
-    let other = Gateway::start_subscribed(
-        &plain,
-        &op.token_file,
-        untrusting_state.path(),
-        "dp-plain",
-        &[],
-    );
+    let plain_state = tempfile::tempdir().expect("state dir");
+    let other =
+        Gateway::start_subscribed(&plain, &op.token_file, plain_state.path(), "dp-plain", &[]);
     let untrusting = Gateway::start_subscribed(
         &op.url(),
         &op.token_file,
@@ -203,12 +202,43 @@ async fn snapshots_travel_over_tls_when_the_operator_has_a_certificate() {
         "dp-untrusting",
         &[],
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    for g in [&other, &untrusting] {
+    // Each has tried and failed (not merely not yet connected): then it is not ready and has
+    // kept nothing.
+    for (g, dir) in [(&other, &plain_state), (&untrusting, &untrusting_state)] {
+        let state = until_control_plane(g, "reconnecting: ").await;
         let (status, _) = g.admin_get("/readyz").await.expect("readyz");
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", g.stderr());
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{state}: {}",
+            g.stderr()
+        );
+        assert!(!dir.path().join("snapshot.json").exists());
     }
-    assert!(!untrusting_state.path().join("snapshot.json").exists());
+}
+
+/// Waits until `/readyz` reports a control-plane state starting with `prefix`; returns it.
+async fn until_control_plane(gw: &Gateway, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The process may not be listening yet.
+        let ready: Value = match gw.admin_get("/readyz").await {
+            Ok((_, body)) => serde_json::from_str(&body).unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        let state = ready["config"]["control_plane"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if state.starts_with(prefix) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "control plane {state:?}, not {prefix:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Waits until the gateway's log holds `text`.

@@ -1,6 +1,8 @@
 //! The accept loop: HTTP/1.1 with TCP_NODELAY on every accepted socket (without it the last
 //! small write of each response waits for the client's delayed ACK), a header read timeout, and
-//! graceful shutdown that lets in-flight requests and streams finish up to a deadline.
+//! graceful shutdown that lets in-flight requests and streams finish up to a deadline, then
+//! cuts what is left (each connection is a task of one set, aborted at the deadline, so a cut
+//! stream is recorded and settled like a caller who went away).
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,15 +19,19 @@ pub async fn serve(
     header_timeout: Duration,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
+    on_deadline: impl FnOnce(),
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            // Reaps finished connections, so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
                     Ok(s) => s,
@@ -42,7 +48,7 @@ pub async fn serve(
                     TowerToHyperService::new(app.clone()),
                 );
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -55,7 +61,14 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown deadline reached; closing remaining connections");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                connections = connections.len(),
+                "shutdown deadline reached; closing remaining connections"
+            );
+            on_deadline();
         }
     }
+    // Dropping a connection's task drops its requests: their streams end without `[DONE]`.
+    connections.shutdown().await;
 }

@@ -131,3 +131,55 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     let _ = ring::rand::SystemRandom::new().fill(&mut buf);
     buf
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order README.md gives: the team claim, then the first `fromGroups` rule the caller
+    /// matches (in the rule's order, not the token's), then `serviceAccounts`, for service
+    /// accounts only.
+    #[test]
+    fn a_teams_source_is_the_first_rule_that_gives_one() {
+        let rule = TeamRule {
+            claim: Some("team".into()),
+            from_groups: vec![
+                ("ml-admins".into(), "ml".into()),
+                ("staff".into(), "general".into()),
+            ],
+            service_accounts: vec![("ci-bot".into(), "platform".into())],
+        };
+        let groups = |g: &[&str]| g.iter().map(|s| Arc::from(*s)).collect::<Vec<Arc<str>>>();
+        let user = Principal::User("ada".into());
+        let bot = Principal::ServiceAccount("ci-bot".into());
+        let other_bot = Principal::ServiceAccount("other".into());
+        let team = |claimed, g: &[&str], p: &Principal| {
+            team_of(&rule, claimed, &groups(g), p).map(|t| t.to_string())
+        };
+        /// Claimed team, groups, caller, the team that wins.
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a [&'a str],
+            &'a Principal,
+            Option<&'a str>,
+        );
+        let cases: [Case<'_>; 8] = [
+            (Some("x"), &["ml-admins"], &user, Some("x")),
+            (Some("x"), &[], &bot, Some("x")),
+            (None, &["staff", "ml-admins"], &user, Some("ml")),
+            (None, &["staff"], &user, Some("general")),
+            (None, &["ml-admins"], &bot, Some("ml")),
+            (None, &[], &bot, Some("platform")),
+            (None, &[], &other_bot, None),
+            // A user whose name is a mapped service account is still a user.
+            (None, &[], &Principal::User("ci-bot".into()), None),
+        ];
+        for (claimed, g, p, want) in cases {
+            assert_eq!(
+                team(claimed, g, p).as_deref(),
+                want,
+                "{claimed:?} {g:?} {p:?}"
+            );
+        }
+    }
+}

@@ -219,6 +219,32 @@ mod tests {
             }],
         );
         assert_eq!(revoking.verify(&new).err(), Some(TokenError::Revoked));
+        // Bystanders are not: another user, and a service account of the same name.
+        let bob = TokenIdentity {
+            principal: Principal::User("bob".into()),
+            ..alice()
+        };
+        let (bobs, _) = revoking.mint(&bob).expect("mint");
+        assert_eq!(
+            revoking.verify(&bobs).expect("bob").principal,
+            bob.principal
+        );
+        let sa = TokenIdentity {
+            principal: Principal::ServiceAccount("alice".into()),
+            ..alice()
+        };
+        let (sas, _) = revoking.mint(&sa).expect("mint");
+        assert!(revoking.verify(&sas).is_ok());
+        // Nor is what alice was issued after `before`: a revocation 10 s in the past leaves
+        // a token minted now valid.
+        let past = issuer(
+            &[("k2", K2)],
+            vec![Revocation {
+                principal: Principal::User("alice".into()),
+                before: now - 10,
+            }],
+        );
+        assert!(past.verify(&new).is_ok());
         // A key of the same id but another secret: bad signature.
         let forged = issuer(&[("k2", "another-secret-0123456789abcdef0123")], vec![]);
         assert_eq!(forged.verify(&new).err(), Some(TokenError::Signature));

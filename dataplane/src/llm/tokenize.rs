@@ -130,13 +130,20 @@ mod tests {
     fn counts_like_openai_plus_margin() {
         // "Hello world" is 2 tokens in cl100k; role "user" 1; 3 per message; 3 priming.
         let m = raw(r#"[{"role":"user","content":"Hello world"}]"#);
-        let base = 3 + 3 + 1 + 2;
-        assert_eq!(chat_prompt(&m, None), base + base * MARGIN_PERCENT / 100);
-        let long = raw(&format!(
-            r#"[{{"role":"user","content":"{}"}}]"#,
-            "word ".repeat(1000)
-        ));
-        assert!(chat_prompt(&long, None) >= 1000);
+        assert_eq!(
+            chat_prompt(&m, None),
+            3 + 3 + 1 + 2,
+            "9 tokens: 5 % is below one"
+        );
+        // Large enough for the 5 % to show, in numbers written out rather than recomputed:
+        // "word" then 999 × " word" is 1000 tokens; with the message's 7 that is 1007, and
+        // 5 % of it is 50.
+        let text = format!("word{}", " word".repeat(999));
+        assert_eq!(count(&text), 1000);
+        let long = raw(&format!(r#"[{{"role":"user","content":"{text}"}}]"#));
+        assert_eq!(chat_prompt(&long, None), 1007 + 50);
+        let inputs = format!(r#"["{text}", [1,2,3], [4]]"#);
+        assert_eq!(embeddings_input(&raw(&inputs)), 1004 + 50);
         assert_eq!(embeddings_input(&raw("[[1,2,3],[4]]")), 4);
     }
 

@@ -73,6 +73,7 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         // 499: nginx's "client closed request", the convention log readers know.
         let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
-        self.finish(status, "client_disconnected", None);
+        let reason = self.gw.unfinished_reason();
+        self.finish(status, reason, None);
     }
 }

@@ -193,8 +193,10 @@ impl Body for RelayBody {
 
 impl Drop for RelayBody {
     fn drop(&mut self) {
-        // Still running: the caller went away. Record what was used up to here.
+        // Still running: the caller went away (or shutdown cut it). Record what was used up to
+        // here.
         self.collect_usage();
-        self.ctx.finish(StatusCode::OK, "client_disconnected", None);
+        let reason = self.ctx.gw.unfinished_reason();
+        self.ctx.finish(StatusCode::OK, reason, None);
     }
 }
