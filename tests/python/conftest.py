@@ -214,7 +214,8 @@ def port_open(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def bin_dir() -> Path:
-    d = Path(os.environ.get("LLMGATE_BIN_DIR") or REPO_ROOT / "target" / "debug")
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO_ROOT / "target")
+    d = Path(os.environ.get("LLMGATE_BIN_DIR") or target / "debug")
     missing = [b for b in ("llmgate-dataplane", "llmgate-operator", "fake-upstream") if not (d / b).is_file()]
     if missing:
         pytest.fail(
@@ -338,11 +339,12 @@ def start_gateway(
     secrets: dict[tuple[str, str], str] | None = None,
     port: int | None = None,
     cwd: Path | str | None = None,
+    args: list[str] | None = None,
 ) -> Gateway:
     """Writes `files` into a fresh config dir and starts the gateway on free ports.
 
     `secrets` ({(name, key): value}) go into a --secrets-dir tree when given; `cwd` is the
-    process's working directory (default: the test's)."""
+    process's working directory (default: the test's); `args` are further flags."""
     config_dir = workdir / "config"
     write_config(config_dir, files)
     audit_log = workdir / "audit.jsonl"
@@ -360,6 +362,7 @@ def start_gateway(
             (secrets_dir / name).mkdir(parents=True, exist_ok=True)
             (secrets_dir / name / key).write_text(value)
         argv += ["--secrets-dir", str(secrets_dir)]
+    argv += args or []
     svc = start_service("llmgate-dataplane", argv, workdir, env=env, cwd=cwd)
     gw = Gateway(port=port, admin_port=admin_port, config_dir=config_dir, audit_log=audit_log, service=svc)
     try:

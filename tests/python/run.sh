@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the Python end-to-end suite against the gateway binaries in target/debug
+# Runs the Python end-to-end suite against the gateway binaries in $CARGO_TARGET_DIR/debug
 # (or $LLMGATE_BIN_DIR). Build them first:
 #   cargo build -p llmgate-dataplane -p llmgate-tests --bins
 # Extra arguments go to pytest, e.g. `tests/python/run.sh -k embeddings`.

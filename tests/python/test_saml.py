@@ -1,8 +1,10 @@
 """SAML 2.0 login through a real IdP (SimpleSAMLphp): SP-initiated login at the gateway, the
 IdP's login form filled in by script, the signed Response posted to the gateway's ACS, the
 resulting gateway token used from the OpenAI SDK. Then responses that must be refused:
-replayed, tampered, unsigned, wrapped, for another audience, answering a request the gateway
-never issued."""
+replayed (on the same replica and on another sharing Redis), tampered, unsigned, wrapped,
+signed by a key the IdP's metadata does not hold, addressed to another ACS or from another
+issuer, carrying two assertions, for another audience, answering a request the gateway never
+issued."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import openai
 import pytest
 
 import saml_idp
-from conftest import assert_browser_hardened, free_port
+from conftest import assert_browser_hardened, free_port, port_open, start_service, wait_until
 
 SP_ENTITY = "urn:llmgate:test-sp"
 OTHER_SP = "urn:someone-else:sp"
@@ -383,3 +385,110 @@ def test_an_unauthenticated_acs_post_costs_milliseconds_and_opens_no_file(saml_g
     doctype = b64_of('<!DOCTYPE r [<!ENTITY e "x">]>' + xml_of(hostile_response(acs, reference_signature("#_r"))))
     status, body = post_acs(acs, doctype)
     assert status == 401 and "DTD" in body["error"]["message"], body
+
+
+def rogue_key(tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh key and self-signed certificate that no metadata lists."""
+    key, cert = tmp_path / "rogue.key", tmp_path / "rogue.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+         "-days", "1", "-subj", "/CN=llmgate-test-idp"],
+        check=True, capture_output=True,
+    )
+    return key, cert
+
+
+def test_each_trust_rule_refuses_a_response_that_breaks_only_it(saml_gateway, tmp_path):
+    gw, idp_port, acs = saml_gateway
+    ssp = tmp_path / "ssp" / "cert"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    issuer = f"http://127.0.0.1:{idp_port}/saml2/idp/metadata.php"
+
+    def response(**changes) -> str:
+        fields = {
+            "key": str(ssp / "idp.key"), "cert": str(ssp / "idp.crt"), "issuer": issuer,
+            "audience": SP_ENTITY, "recipient": acs, "inResponseTo": request_id(gateway_login_redirect(gw)),
+            "nameId": "dana@example.test", "groups": ["product"],
+            "notBefore": iso(now - datetime.timedelta(minutes=1)),
+            "notOnOrAfter": iso(now + datetime.timedelta(minutes=5)),
+        }
+        fields.update(changes)
+        return mint(**fields)
+
+    def refused(saml_response: str, says: str) -> None:
+        status, err = post_acs(acs, saml_response)
+        assert status == 401, (says, status, err)
+        assert says in err["error"]["message"], (says, err)
+
+    # The control: everything right is accepted, so each refusal below is for its one change.
+    status, body = post_acs(acs, response())
+    assert status == 200 and body["user"] == "dana@example.test", body
+
+    # Validly signed, by a key the IdP's metadata does not list (its certificate in KeyInfo,
+    # with the IdP's own subject name): the main trust rule.
+    key, cert = rogue_key(tmp_path)
+    rogue = response(key=str(key), cert=str(cert))
+    assert "<ds:X509Certificate>" in xml_of(rogue), "the rogue certificate travels in KeyInfo"
+    refused(rogue, "no valid signature")
+
+    # Addressed to another ACS, confirmed for another ACS, issued by another IdP.
+    elsewhere = "https://elsewhere.example/acs"
+    refused(response(destination=elsewhere), "another service (Destination)")
+    refused(response(recipient=elsewhere, destination=acs), "not for this service (Recipient)")
+    refused(response(issuer="https://idp.elsewhere.example/metadata"), "issued by another IdP")
+
+    # A second, unsigned assertion beside the signed one: a signature sits only on the
+    # Response or on its one Assertion, so this is refused before any digest is computed.
+    xml = xml_of(response())
+    signed = re.search(r"<saml:Assertion.*</saml:Assertion>", xml, flags=re.S).group(0)
+    extra = re.sub(r"<ds:Signature.*?</ds:Signature>", "", signed, flags=re.S).replace('ID="', 'ID="x', 1)
+    refused(b64_of(xml.replace(signed, signed + extra)), "no valid signature")
+    refused(b64_of(xml.replace(signed, extra + signed)), "no valid signature")
+
+
+@pytest.fixture
+def redis_url(tmp_path) -> str:
+    port = free_port()
+    svc = start_service(
+        "redis-server",
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        tmp_path / "redis",
+    )
+    wait_until(svc, lambda: port_open(port), 10, "redis-server listening")
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        svc.stop()
+
+
+def test_a_response_used_on_one_replica_is_refused_on_every_other(make_gateway, redis_url, tmp_path):
+    """Two replicas behind one ACS URL share Redis: a login started on one finishes on the other,
+    and a response used once is refused everywhere."""
+    if not saml_idp.available():
+        pytest.fail("SimpleSAMLphp is not installed: apt-get install simplesamlphp php8.2-cli php8.2-xml")
+    port_a, port_b, idp_port = free_port(), free_port(), free_port()
+    acs = f"http://127.0.0.1:{port_a}/auth/saml/acs/default/corp-saml"
+    acs_b = acs.replace(f":{port_a}/", f":{port_b}/")
+    proc = saml_idp.start(tmp_path / "ssp", idp_port, SP_ENTITY, acs, OTHER_SP)
+    try:
+        env = {"GATEWAY_TOKENS_K1": TOKEN_KEY}
+        args = ["--redis-url", redis_url]
+        a = make_gateway(saml_files(idp_port, acs), port=port_a, env=env, args=args)
+        make_gateway(saml_files(idp_port, acs), port=port_b, env=env, args=args)
+
+        # Started on A, finished on B.
+        first = idp_login(gateway_login_redirect(a), "alice")
+        status, body = post_acs(acs_b, first)
+        assert status == 200 and body["user"] == "alice@example.test", body
+        # Replayed on A, which never saw it: refused, because B remembered it in Redis.
+        status, err = post_acs(acs, first)
+        assert status == 401 and "already used" in err["error"]["message"], err
+        # And the other way round.
+        second = idp_login(gateway_login_redirect(a), "bob")
+        assert post_acs(acs, second)[0] == 200
+        status, err = post_acs(acs_b, second)
+        assert status == 401 and "already used" in err["error"]["message"], err
+    finally:
+        proc.kill()

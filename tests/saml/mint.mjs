@@ -4,7 +4,9 @@
 //
 //   node mint.mjs '{"key": "idp.key", "cert": "idp.crt", "issuer": "...", "audience": "...",
 //                   "recipient": "...", "inResponseTo": "...", "nameId": "...",
-//                   "groups": ["ml-eng"], "notBefore": "...", "notOnOrAfter": "..."}'
+//                   "groups": ["ml-eng"], "notBefore": "...", "notOnOrAfter": "...",
+//                   "destination": "..." (optional: the Response's Destination, default the
+//                   recipient)}'
 // prints the base64 Response.
 import fs from 'node:fs';
 import crypto from 'node:crypto';
@@ -27,7 +29,7 @@ const assertion = `<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:asser
   + `<saml:AuthnStatement AuthnInstant="${now}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>`
   + `<saml:AttributeStatement><saml:Attribute Name="groups">${groups}</saml:Attribute></saml:AttributeStatement>`
   + `</saml:Assertion>`;
-const response = `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${id('_r')}" Version="2.0" IssueInstant="${now}" Destination="${esc(o.recipient)}" InResponseTo="${esc(o.inResponseTo)}">`
+const response = `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${id('_r')}" Version="2.0" IssueInstant="${now}" Destination="${esc(o.destination ?? o.recipient)}" InResponseTo="${esc(o.inResponseTo)}">`
   + `<saml:Issuer>${esc(o.issuer)}</saml:Issuer>`
   + `<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>`
   + assertion + `</samlp:Response>`;

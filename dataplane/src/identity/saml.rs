@@ -468,7 +468,11 @@ fn xml_escape(s: &str) -> String {
 /// A request ID that proves itself: `_` + base64url(expiry ‖ nonce ‖ HMAC-SHA256(key, expiry ‖
 /// nonce)[..16]), so `InResponseTo` can be checked by any replica without shared state.
 pub fn request_id(key: &[u8]) -> String {
-    let exp = (jiff::Timestamp::now().as_second() + REQUEST_TTL_SECS).to_be_bytes();
+    request_id_at(key, jiff::Timestamp::now().as_second())
+}
+
+fn request_id_at(key: &[u8], now: i64) -> String {
+    let exp = (now + REQUEST_TTL_SECS).to_be_bytes();
     let nonce = super::random_bytes(12);
     let mut body = exp.to_vec();
     body.extend_from_slice(&nonce);
@@ -482,6 +486,10 @@ pub fn request_id(key: &[u8]) -> String {
 
 /// Whether `id` came from [`request_id`] under one of `keys` and has not expired.
 pub fn issued_by(id: &str, keys: &[&[u8]]) -> bool {
+    issued_by_at(id, keys, jiff::Timestamp::now().as_second())
+}
+
+fn issued_by_at(id: &str, keys: &[&[u8]], now: i64) -> bool {
     let Some(b) = id.strip_prefix('_').and_then(|s| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s)
@@ -494,7 +502,7 @@ pub fn issued_by(id: &str, keys: &[&[u8]]) -> bool {
     }
     let (body, tag) = b.split_at(20);
     let exp = i64::from_be_bytes(body[..8].try_into().unwrap_or([0; 8]));
-    if exp < jiff::Timestamp::now().as_second() {
+    if exp < now {
         return false;
     }
     keys.iter().any(|k| {
@@ -521,6 +529,20 @@ mod tests {
             &[b"key-one-0123456789abcdef0123456789"]
         ));
         assert!(!issued_by("_abc", &[b"k"]));
+    }
+
+    /// A login may take 10 minutes at the IdP; an answer to a request older than that is
+    /// refused though its HMAC is sound.
+    #[test]
+    fn request_ids_expire_after_ten_minutes() {
+        let key: &[u8] = b"key-one-0123456789abcdef0123456789";
+        let issued = 1_800_000_000;
+        let id = request_id_at(key, issued);
+        assert!(issued_by_at(&id, &[key], issued));
+        assert!(issued_by_at(&id, &[key], issued + 600));
+        assert!(!issued_by_at(&id, &[key], issued + 601));
+        // Minted now, valid now.
+        assert!(issued_by(&request_id(key), &[key]));
     }
 
     /// A Response with an Assertion; `sig(id)` is the signature put in each element.
