@@ -148,6 +148,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BodyTimeout { .. } => "body_timeout",
             GatewayError::Unauthenticated(_) => "unauthenticated",
+            GatewayError::InvalidToken(crate::identity::TokenError::KeysUnavailable) => {
+                "identity_provider_unavailable"
+            }
             GatewayError::InvalidToken(_) => "invalid_token",
             GatewayError::Forbidden { .. } => "forbidden",
             GatewayError::ModelNotFound(_) => "model_not_found",
@@ -194,6 +197,11 @@ impl GatewayError {
             }
             GatewayError::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             GatewayError::Unauthenticated(_) => ("authentication_error", Some("invalid_api_key")),
+            // The token may be fine: it cannot be checked now. Not an authentication error, so
+            // a client keeps its token and retries.
+            GatewayError::InvalidToken(crate::identity::TokenError::KeysUnavailable) => {
+                ("api_error", Some("identity_provider_unavailable"))
+            }
             GatewayError::InvalidToken(_) => ("authentication_error", Some("invalid_token")),
             GatewayError::Forbidden { .. } => ("permission_error", Some("model_not_allowed")),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
@@ -291,6 +299,9 @@ impl IntoResponse for GatewayError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"llmgate\""),
                 );
+            }
+            GatewayError::InvalidToken(crate::identity::TokenError::KeysUnavailable) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             GatewayError::InvalidToken(_) => {
                 h.insert(

@@ -71,6 +71,21 @@ def free_port() -> int:
             return port
 
 
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`, in Prometheus text: every
+    series of a model exists from start-up at 0, so tests compare values, never names."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        metric, _, rest = series.partition("{")
+        have = set(rest.rstrip("}").split(",")) if rest else set()
+        if metric == name and all(f'{k}="{v}"' in have for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     return http_request("GET", url, headers=headers, timeout=timeout)
 

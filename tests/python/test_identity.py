@@ -243,3 +243,43 @@ def test_a_login_not_started_here_is_refused(make_gateway, idp):
         urllib.request.urlopen(f"{base}/auth/callback/default/corp?code=abc&state=xyz", timeout=10)
     assert e.value.code == 400
     assert_browser_hardened(e.value.headers, "OIDC callback refusal")
+
+
+def test_a_login_started_on_one_replica_finishes_on_another(make_gateway, idp):
+    """Behind a load balancer the callback may reach another replica: the login cookie and the
+    gateway-token key are all it needs. A callback whose state is not the cookie's is refused."""
+    port_a, port_b = free_port(), free_port()
+    issuer = idp(f"http://127.0.0.1:{port_b}/auth/callback/default/corp")
+    env = {"GW_WEB_CLIENT_SECRET": "gw-web-secret", "GATEWAY_TOKENS_K1": TOKEN_KEY}
+    a = make_gateway(config(issuer, port_b), port=port_a, env=env)
+    make_gateway(config(issuer, port_b), port=port_b, env=env)
+    base_a = a.base_url.removesuffix("/v1")
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    req = urllib.request.Request(f"{base_a}/auth/login/default/corp?login_hint=alice", headers={"Accept": "application/json"})
+    with opener.open(req, timeout=30) as resp:
+        assert resp.geturl().startswith(f"http://127.0.0.1:{port_b}/auth/callback/default/corp?"), resp.geturl()
+        body = json.loads(resp.read())
+    assert body["user"] == "alice" and body["team"] == "llm-engineering", body
+    answer = a.client(body["access_token"]).chat.completions.create(
+        model="gpt-4", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content == "gpt-4 answer"
+
+    # A login started (its cookie set), then a callback carrying another state.
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(jar))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        opener.open(f"{base_a}/auth/login/default/corp?login_hint=alice", timeout=10)
+    assert e.value.code == 302
+    state = urllib.parse.parse_qs(urllib.parse.urlparse(e.value.headers["Location"]).query)["state"][0]
+    assert len(jar) == 1, "the login cookie"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        opener.open(f"http://127.0.0.1:{port_b}/auth/callback/default/corp?code=abc&state={state}x", timeout=10)
+    assert e.value.code == 400
+    assert "does not match" in e.value.read().decode()

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import LLAMACPP_MODEL_ALIAS, Gateway, LlamaCpp, free_port, http_get, start_gateway
+from conftest import LLAMACPP_MODEL_ALIAS, Gateway, LlamaCpp, free_port, http_get, metric_value, start_gateway
 
 GEMMA_KEY = "sk-llmgate-gemma-5d1e2f"
 MAX_TOKENS = 8
@@ -184,4 +184,6 @@ def test_failover_past_dead_replica(gemma_gateway: Gateway, client: openai.OpenA
 
     status, _, body = http_get(f"{gemma_gateway.admin_url}/metrics")
     assert status == 200
-    assert "dead-0" in body.decode(), "metrics show no attempt on the dead replica"
+    failed = metric_value(body.decode(), "llmgate_upstream_attempts_total", replica="dead-0", outcome="connect_error")
+    retried = sum(1 for r in all_records if (r.get("attempts") or 1) >= 2)
+    assert failed >= retried >= 1, f"{failed} failed attempts on the dead replica counted, {retried} retried requests"

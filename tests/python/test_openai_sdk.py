@@ -24,6 +24,7 @@ from conftest import (
     UNKNOWN_KEY,
     Gateway,
     http_get,
+    metric_value,
     http_request,
     sdk_config,
     write_config,
@@ -608,13 +609,22 @@ def test_admin_endpoints(gateway: Gateway):
     assert status == 200
     assert isinstance(json.loads(body), dict)
 
-    # Traffic of this test run shows up in the metrics.
-    gateway.client().chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "m"}])
-    status, headers, body = http_get(f"{gateway.admin_url}/metrics")
-    assert status == 200
-    text = body.decode()
-    assert "mock-1" in text, "metrics do not mention a model that served requests"
-    assert "# EOF" in text or "# TYPE" in text
+    # One more call shows up as one more request, with its tokens.
+    def served() -> tuple[float, float]:
+        status, _, body = http_get(f"{gateway.admin_url}/metrics")
+        assert status == 200
+        text = body.decode()
+        assert "# EOF" in text
+        return (
+            metric_value(text, "llmgate_requests_total", model="mock-1", status="200", reason="ok"),
+            metric_value(text, "llmgate_tokens_total", model="mock-1", kind="completion"),
+        )
+
+    requests_before, tokens_before = served()
+    answer = gateway.client().chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "m"}])
+    requests_after, tokens_after = served()
+    assert requests_after == requests_before + 1
+    assert tokens_after == tokens_before + answer.usage.completion_tokens
 
 
 # --------------------------------------------------------------------------------------------

@@ -289,6 +289,28 @@ async fn team_budgets_hold_across_three_replicas_and_fall_back_when_spent() {
     expected.sort();
     assert_eq!(alerts, expected);
 
+    // The metrics say the same, summed over the replicas.
+    let mut fallbacks = 0.0;
+    let mut sent = 0.0;
+    for gw in &gws {
+        fallbacks += gw
+            .metric(
+                "llmgate_budget_fallbacks_total",
+                &[("from", "gpt-4"), ("to", "llama-3")],
+            )
+            .await;
+        sent += gw
+            .metric("llmgate_budget_alerts_total", &[("result", "sent")])
+            .await;
+    }
+    let fell_back: usize = served
+        .iter()
+        .filter(|((_, m), _)| m == "llama-3")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(fallbacks, fell_back as f64);
+    assert_eq!(sent, 9.0);
+
     // One admission call per request; settles go in batches.
     let fcalls = redis.calls("fcall");
     assert!(
@@ -333,6 +355,14 @@ async fn a_budget_without_fallback_refuses_with_a_clear_429() {
     let retry: u64 = refused.header("retry-after").parse().expect("retry-after");
     assert!(retry > 0 && retry <= 31 * 86_400);
     assert_eq!(refused.header("x-should-retry"), "false");
+    assert_eq!(
+        gw.metric(
+            "llmgate_budget_exhausted_total",
+            &[("limit", "default/tiny")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -396,6 +426,16 @@ spec:
     assert_eq!(first_ok.header("x-ratelimit-limit-requests"), "20");
     // Another user has a counter of their own.
     assert_eq!(chat(&gws[0], PRODUCT, body).await.status, 200);
+    let mut limited = 0.0;
+    for gw in &gws {
+        limited += gw
+            .metric(
+                "llmgate_rate_limited_total",
+                &[("limit", "default/everyone#per-user")],
+            )
+            .await;
+    }
+    assert_eq!(limited, 40.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -656,6 +696,12 @@ async fn redis_going_away_applies_each_fail_mode_within_each_replicas_allowance(
             *errors
         );
         assert!(gw.metric("llmgate_counter_store_degraded", &[]).await == 1.0);
+        // Every open-mode decision of the outage was taken locally: 8 budgeted, 8 rate-limited.
+        assert_eq!(
+            gw.metric("llmgate_counter_store_local_admissions_total", &[])
+                .await,
+            16.0
+        );
         let local: Vec<Value> = gw
             .audit()
             .into_iter()

@@ -413,10 +413,35 @@ async fn fails_over_from_a_dead_replica_and_ejects_it() {
         .sum();
     // at most one request paid for the dead replica before it was ejected
     assert!(attempts <= 21, "attempts {attempts}");
-    let (_, metrics) = gw.admin_get("/metrics").await.expect("metrics");
-    assert!(
-        metrics.contains("outcome=\"connect_error\""),
-        "connect errors are counted:\n{metrics}"
+    // Every failed attempt is counted (the series exist from start-up at 0: values, not
+    // names, are what prove it), and every request was answered by the live one.
+    let failed = gw
+        .metric(
+            "llmgate_upstream_attempts_total",
+            &[("model", "m"), ("outcome", "connect_error")],
+        )
+        .await;
+    assert!(failed >= 1.0, "the dead replica was tried");
+    assert_eq!(failed, (attempts - 20) as f64);
+    let ok = gw
+        .metric(
+            "llmgate_upstream_attempts_total",
+            &[("model", "m"), ("outcome", "ok")],
+        )
+        .await;
+    assert_eq!(ok, 20.0);
+    assert_eq!(
+        gw.metric(
+            "llmgate_requests_total",
+            &[("model", "m"), ("status", "200"), ("reason", "ok")]
+        )
+        .await,
+        20.0
+    );
+    assert_eq!(
+        gw.metric("llmgate_request_duration_seconds_count", &[("model", "m")])
+            .await,
+        20.0
     );
 }
 

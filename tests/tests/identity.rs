@@ -524,3 +524,50 @@ async fn a_key_the_provider_removed_stops_being_trusted_on_schedule() {
     let fresh = idp.sign("k2", &user_claims(&idp, "alice"));
     assert_eq!(chat(&gw, &fresh, "gpt-4").await.status, 200);
 }
+
+/// README: when the IdP's keys cannot be fetched at all the answer is 503, not 401 — the token
+/// may be good, and a client told `invalid_token` would throw it away. Once the IdP answers,
+/// the same token is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_idp_cannot_be_reached_is_a_503_until_it_can() {
+    let mut idp = Idp::start(&["k1"], &users());
+    let alice = idp.sign("k1", &user_claims(&idp, "alice"));
+    idp.stop();
+    let gw = Gateway::start(&config(&idp.issuer), &[]).await;
+    let r = chat(&gw, &alice, "gpt-4").await;
+    assert_eq!(r.status, 503, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["code"], "identity_provider_unavailable");
+    assert_eq!(r.json()["error"]["type"], "api_error");
+    assert_eq!(
+        r.header("www-authenticate"),
+        "",
+        "not a challenge: the token may be fine"
+    );
+    assert_eq!(r.header("retry-after"), "5");
+    let audit = gw.audit_until(1).await;
+    assert_eq!(audit[0]["error_reason"], "identity_provider_unavailable");
+
+    // A token that does not even name a trusted issuer is still a plain 401.
+    let now = jiff::Timestamp::now().as_second();
+    let stranger = idp.sign(
+        "k1",
+        &json!({"iss": "https://elsewhere.example", "sub": "x", "aud": AUD, "iat": now, "exp": now + 600}),
+    );
+    assert_eq!(chat(&gw, &stranger, "gpt-4").await.status, 401);
+
+    // The IdP comes back on its port: the same token goes through.
+    idp.restart(&["k1"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = chat(&gw, &alice, "gpt-4").await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{:?}", r.json());
+        assert!(
+            Instant::now() < deadline,
+            "the IdP's keys were never fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -528,16 +528,39 @@ pub const VERIFIED_FOR_SECS: i64 = 300;
 
 impl VerifiedTokens {
     pub fn get(&self, digest: &[u8; 32], epoch: u64) -> Option<(TokenIdentity, &'static str)> {
-        let now = jiff::Timestamp::now().as_second();
+        self.get_at(digest, epoch, jiff::Timestamp::now().as_second())
+    }
+
+    fn get_at(
+        &self,
+        digest: &[u8; 32],
+        epoch: u64,
+        now: i64,
+    ) -> Option<(TokenIdentity, &'static str)> {
         let map = self.map.lock().ok()?;
         let (id, method, until, at) = map.get(digest)?;
         (now < *until && *at == epoch).then(|| (id.clone(), *method))
     }
 
     pub fn put(&self, digest: [u8; 32], id: &TokenIdentity, method: &'static str, epoch: u64) {
-        let until = id
-            .expires_at
-            .min(jiff::Timestamp::now().as_second() + VERIFIED_FOR_SECS);
+        self.put_at(
+            digest,
+            id,
+            method,
+            epoch,
+            jiff::Timestamp::now().as_second(),
+        );
+    }
+
+    fn put_at(
+        &self,
+        digest: [u8; 32],
+        id: &TokenIdentity,
+        method: &'static str,
+        epoch: u64,
+        now: i64,
+    ) {
+        let until = id.expires_at.min(now + VERIFIED_FOR_SECS);
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= VERIFIED_MAX {
                 map.clear();
@@ -620,6 +643,12 @@ mod tests {
             cache.get(&[1; 32], 1).is_none(),
             "after an issuer dropped a key, every token is verified again"
         );
+        // A token valid for an hour is trusted from the cache for 5 minutes at most, so a
+        // revocation or a policy on the IdP's side shows within that bound.
+        let t0 = 1_800_000_000;
+        cache.put_at([4; 32], &id(t0 + 3600), "oidc", 0, t0);
+        assert!(cache.get_at(&[4; 32], 0, t0 + 299).is_some());
+        assert!(cache.get_at(&[4; 32], 0, t0 + 300).is_none());
     }
 
     #[test]
