@@ -64,6 +64,8 @@ pub struct Stats {
     /// Chat requests whose handler was dropped before it answered: the caller (the gateway)
     /// hung up and the drop reached us.
     pub requests_aborted: AtomicU64,
+    /// Chat requests being handled right now.
+    pub in_flight: AtomicU64,
     /// Requests that asked for `stream_options.include_usage`.
     pub usage_requested: AtomicU64,
     /// What `bill-asked` reported as used: every sequence at its full asked length.
@@ -237,19 +239,31 @@ async fn set_behaviour(State(s): State<Arc<Shared>>, body: String) -> StatusCode
     StatusCode::NO_CONTENT
 }
 
-/// Counts a chat handler dropped before it answered.
-struct AbortGuard<'a>(Option<&'a AtomicU64>);
+/// Counts a chat handler in flight, and one dropped before it answered.
+struct AbortGuard<'a> {
+    stats: &'a Stats,
+    answered: bool,
+}
 
-impl AbortGuard<'_> {
+impl<'a> AbortGuard<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        AbortGuard {
+            stats,
+            answered: false,
+        }
+    }
+
     fn answered(mut self) {
-        self.0 = None;
+        self.answered = true;
     }
 }
 
 impl Drop for AbortGuard<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.0 {
-            c.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            self.stats.requests_aborted.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -327,7 +341,7 @@ fn behaviour(model: &str) -> (&str, u64) {
 }
 
 async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let guard = AbortGuard(Some(&s.stats.requests_aborted));
+    let guard = AbortGuard::new(&s.stats);
     let response = chat_response(&s, &headers, &body).await;
     guard.answered();
     response

@@ -444,6 +444,7 @@ async fn a_team_token_limit_holds_with_streaming_and_trues_up() {
     let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
     let mut c = model_yaml("writer", "tokens:1000", &fake.base_url(), 1.0, 1.0, "");
     c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &key_yaml("research", PRODUCT, "rae", "research");
     c += r#"---
 apiVersion: llmgate.dev/v1alpha1
 kind: AccessPolicy
@@ -509,6 +510,43 @@ spec:
     }
     assert_eq!(admitted, 8, "true-up gives back what streams did not use");
     assert!(used <= 10_000, "{used} tokens used under a 10000 limit");
+
+    // The same limit under concurrency: 30 streams at once over the three replicas, from
+    // another team (a counter of its own). Reservations are atomic across replicas, so what
+    // the admitted streams used stays within the limit.
+    let streams = (0..30).map(|i| {
+        let gw = &gws[i % 3];
+        async move {
+            let body = json!({"model": "writer", "max_tokens": 2000, "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": format!("write {i}")}]});
+            let resp = gw
+                .send(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(body.to_string()),
+                    Some(PRODUCT),
+                )
+                .await;
+            if resp.status() != 200 {
+                assert_eq!(resp.status(), 429);
+                return None;
+            }
+            let events = SseReader::new(resp.into_body()).all().await;
+            events
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+                .find_map(|v| v["usage"]["total_tokens"].as_u64())
+        }
+    });
+    let used: Vec<u64> = futures_util::future::join_all(streams)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let total: u64 = used.iter().sum();
+    assert!(used.len() >= 4, "{} of 30 admitted", used.len());
+    assert!(total <= 10_000, "{total} tokens used under a 10000 limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1282,4 +1320,62 @@ async fn in_a_redis_cluster_a_refusal_in_the_second_step_releases_the_first() {
             .iter()
             .all(|r| r["rate_limit"] == "default/everyone#global")
     );
+}
+
+/// A caller leaving a budgeted stream after two chunks: the reservation is settled at once (not
+/// when its hold runs out), charged in full (the upstream bills what it generated, which
+/// llmgate cannot know without its usage report), and the audit record says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budgeted_stream_the_caller_leaves_is_settled_at_once() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let mut c = model_yaml("slow", "slow-stream:200", &fake.base_url(), 30.0, 60.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    c += "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {name: eng}\nspec: {team: llm-engineering, amountUsd: 100, period: day}\n";
+    let gw = Gateway::start(
+        &c,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
+    let key = budget_key("llm-engineering", "eng");
+    let body = json!({"model": "slow", "stream": true, "max_tokens": 100,
+        "messages": [{"role": "user", "content": "one two three four five six seven eight"}]});
+    let resp = gw
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string()),
+            Some(ENG),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut sse = SseReader::new(resp.into_body());
+    assert!(sse.next().await.is_some());
+    assert!(sse.next().await.is_some());
+    assert!(
+        redis.hget_i64(&key, "reserved") > 0,
+        "the stream holds a reservation"
+    );
+    drop(sse);
+    let left = Instant::now();
+    while redis.hget_i64(&key, "reserved") != 0 {
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "the reservation waited for its hold instead of being settled"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(redis.cli(&["ZCARD", &format!("{key}:holds")]).trim(), "0");
+    let audit = gw.audit_until(1).await;
+    let r = &audit[0];
+    assert_eq!(r["error_reason"], "client_disconnected");
+    let charged = r["budget_charged_usd_micros"].as_i64().expect("charged");
+    assert!(
+        charged >= 100 * 60,
+        "the 100 output tokens asked for are paid for: {charged}"
+    );
+    assert_eq!(redis.hget_i64(&key, "spent"), charged);
+    // The upstream reports usage at the end of a stream: none had arrived.
+    assert_eq!(r["usage"], Value::Null, "{r}");
 }

@@ -477,6 +477,11 @@ async fn a_replica_killed_mid_load_fails_no_request() {
     }
     // Kill replica a while requests are in flight on it.
     tokio::time::sleep(Duration::from_millis(150)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.stats.in_flight.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "a never had a request in flight");
+        tokio::task::yield_now().await;
+    }
     a.kill();
     let mut failed = Vec::new();
     for t in tasks {
@@ -492,6 +497,17 @@ async fn a_replica_killed_mid_load_fails_no_request() {
         "replica a took traffic before it died"
     );
     assert!(b.stats.chat.load(Ordering::Relaxed) > 0);
+    // Requests were in flight on a when it died (their handlers were dropped there), and they
+    // were answered by b on a second attempt.
+    assert!(a.stats.requests_aborted.load(Ordering::Relaxed) > 0);
+    let b_name = replica_of(&b);
+    let moved = gw
+        .audit_until(200)
+        .await
+        .into_iter()
+        .filter(|r| r["attempts"] == 2 && r["replica"] == b_name.as_str())
+        .count();
+    assert!(moved > 0, "no request was moved from a to b");
 }
 
 #[tokio::test]
