@@ -733,6 +733,86 @@ async fn oversized_and_slow_bodies_are_refused() {
     assert_eq!(up.stats.chat.load(Ordering::Relaxed), 0);
 }
 
+/// A slow client on the real server: headers that never finish are cut at `--header-timeout`;
+/// a body that stalls gets 408 `request_timeout` at `--body-timeout`, in OpenAI's shape.
+#[tokio::test]
+async fn stalled_headers_and_bodies_are_cut_at_their_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = fake().await;
+    let cfg = access_yaml() + &endpoint_yaml("m", "any", &[up.base_url()], "");
+    let gw = Gateway::start(
+        &cfg,
+        &["--header-timeout", "300ms", "--body-timeout", "300ms"],
+    )
+    .await;
+
+    let mut half = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), half.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was held open past the header timeout"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let mut slow = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":",
+        llmgate_tests::harness::TEST_KEY
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(up.stats.chat.load(Ordering::Relaxed), 0);
+}
+
+/// `timeouts.total` bounds a stream that has started: it ends with an `upstream_timeout` error
+/// event and no `[DONE]`.
+#[tokio::test]
+async fn a_stream_over_its_total_timeout_ends_with_an_error_event() {
+    let up = fake().await;
+    let cfg = access_yaml()
+        + &endpoint_yaml(
+            "slow",
+            "slow-stream:200",
+            &[up.base_url()],
+            "  timeouts: {total: 700ms}",
+        );
+    let gw = Gateway::start(&cfg, &[]).await;
+    let t = Instant::now();
+    let resp = gw.chat_stream(&streamed("slow", &"w ".repeat(20))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = SseReader::new(resp.into_body()).all().await;
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(events.len() >= 2, "the stream had started: {events:?}");
+    let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON event");
+    assert_eq!(last["error"]["code"], "upstream_timeout", "{events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    let audit = gw.audit_until(1).await;
+    assert_eq!(audit[0]["error_reason"], "upstream_timeout");
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_a_running_stream_finish() {
     let up = fake().await;

@@ -252,7 +252,10 @@ fn secret_references_that_could_name_a_path_are_refused() {
         ("openai", "a..b"),
         ("Openai", "api-key"),
         ("openai.", "api-key"),
+        ("openai", ""),
     ];
+    let too_long = "k".repeat(254);
+    let refs = refs.into_iter().chain([("openai", too_long.as_str())]);
     for (name, key) in refs {
         let yaml = format!(
             r#"
@@ -290,25 +293,22 @@ spec:
         );
         assert!(c.snapshot.endpoints.is_empty());
     }
-    // Names and keys Kubernetes allows still resolve.
-    let ok = BASE.replace(
-        "{name: openai, key: api-key}",
-        "{name: team.openai-1, key: .API_key-2.txt}",
-    );
-    let r = with_secret(
-        resources(&ok),
-        "ai",
-        "team.openai-1",
-        ".API_key-2.txt",
-        "sk-upstream",
-    );
-    assert_eq!(r.secret_refs().len(), 2);
-    let c = compile(&r);
-    assert!(
-        c.errors.iter().all(|e| e.resource.name != "gpt"),
-        "{:?}",
-        c.errors
-    );
+    // Names and keys Kubernetes allows still resolve, up to the longest key it allows.
+    let longest = "k".repeat(253);
+    for key in [".API_key-2.txt", longest.as_str()] {
+        let ok = BASE.replace(
+            "{name: openai, key: api-key}",
+            &format!("{{name: team.openai-1, key: {key}}}"),
+        );
+        let r = with_secret(resources(&ok), "ai", "team.openai-1", key, "sk-upstream");
+        assert_eq!(r.secret_refs().len(), 2);
+        let c = compile(&r);
+        assert!(
+            c.errors.iter().all(|e| e.resource.name != "gpt"),
+            "{:?}",
+            c.errors
+        );
+    }
 }
 
 #[test]
