@@ -205,16 +205,15 @@ impl GatewayError {
             GatewayError::InvalidToken(_) => ("authentication_error", Some("invalid_token")),
             GatewayError::Forbidden { .. } => ("permission_error", Some("model_not_allowed")),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            // A 4xx is about the caller's request: the provider's type and code say what. A 5xx
+            // becomes llmgate's 502, with llmgate's code (the provider's message is kept).
             GatewayError::Upstream {
                 kind, code, status, ..
-            } => (
-                kind.as_deref().unwrap_or(if status.is_client_error() {
-                    "invalid_request_error"
-                } else {
-                    "upstream_error"
-                }),
+            } if status.is_client_error() => (
+                kind.as_deref().unwrap_or("invalid_request_error"),
                 code.as_deref().or(Some(self.reason())),
             ),
+            GatewayError::Upstream { .. } => ("upstream_error", Some(self.reason())),
             GatewayError::UpstreamAuth { .. } => ("upstream_error", Some("upstream_auth_failed")),
             GatewayError::Unreachable(_) => ("upstream_error", Some("upstream_unreachable")),
             GatewayError::UpstreamTimeout(_) => ("upstream_error", Some("upstream_timeout")),

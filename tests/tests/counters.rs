@@ -421,9 +421,20 @@ spec:
         retry_ms.div_ceil(1000) == retry,
         "{retry_ms} ms vs {retry} s"
     );
-    // An admitted reply says what is left.
-    let first_ok = replies.iter().find(|r| r.status == 200).expect("one ok");
-    assert_eq!(first_ok.header("x-ratelimit-limit-requests"), "20");
+    // Each admitted reply says what is left, and no two say the same: the counting is atomic
+    // across the replicas.
+    let mut remaining: Vec<u64> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| {
+            assert_eq!(r.header("x-ratelimit-limit-requests"), "20");
+            r.header("x-ratelimit-remaining-requests")
+                .parse()
+                .expect("remaining")
+        })
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..20).collect::<Vec<u64>>());
     // Another user has a counter of their own.
     assert_eq!(chat(&gws[0], PRODUCT, body).await.status, 200);
     let mut limited = 0.0;
@@ -492,6 +503,23 @@ spec:
                 remaining < 2100,
                 "refused only when the reservation does not fit"
             );
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .expect("retry-after");
+            let retry_ms: u64 = resp.headers()["retry-after-ms"]
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .expect("retry-after-ms");
+            assert!(
+                retry >= 1 && retry_ms.div_ceil(1000) == retry,
+                "{retry} s, {retry_ms} ms"
+            );
+            let r = Reply::read(resp).await;
+            assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+            assert_eq!(r.json()["error"]["type"], "tokens");
             break;
         }
         assert_eq!(resp.status(), 200);
@@ -1378,4 +1406,32 @@ async fn a_budgeted_stream_the_caller_leaves_is_settled_at_once() {
     assert_eq!(redis.hget_i64(&key, "spent"), charged);
     // The upstream reports usage at the end of a stream: none had arrived.
     assert_eq!(r["usage"], Value::Null, "{r}");
+}
+
+/// Redis unreachable at start-up: the gateway becomes ready once the first attempt has ended
+/// (it does not wait for Redis), degraded, and fail-open limits serve from the allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_unreachable_at_start_up_serves_degraded() {
+    let nowhere = format!("redis://{}", llmgate_tests::harness::free_port());
+    let mut c = String::from(
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: m}\nspec: {model: m, provider: mock}\n",
+    );
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &EVERYONE_EVERYTHING.replace(
+        "      models: [\"*\"]\n",
+        "      models: [\"*\"]\n  rateLimits:\n    - {name: per-user, per: [user], window: hour, requests: 100}\n",
+    );
+    let gw = Gateway::start(&c, &["--redis-url", &nowhere, "--redis-timeout", "100ms"]).await;
+    let ready = gw.readyz().await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["counters"]["store"], "redis");
+    assert_eq!(ready["counters"]["degraded"], true);
+    let r = chat(
+        &gw,
+        ENG,
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gw.audit_until(1).await[0]["counters"], "local");
 }

@@ -540,6 +540,8 @@ async fn upstream_errors_map_to_openai_errors() {
         .call("POST", "/v1/chat/completions", Some(chat("broken", "x")))
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"]["code"], "upstream_server_error");
+    assert_eq!(r.json()["error"]["type"], "upstream_error");
     assert!(
         r.json()["error"]["message"]
             .as_str()
@@ -1390,4 +1392,35 @@ fn a_secret_reference_naming_a_path_is_refused_and_nothing_is_read() {
         assert!(log.contains(refused), "{name}/{key}: {log}");
         assert!(!log.contains("data plane serving"), "{name}/{key}: {log}");
     }
+}
+
+/// A bad configuration at start-up stops the gateway with the report (file, resource, field),
+/// in plain text on a stderr that is not a terminal, and claims no configuration it does not
+/// have.
+#[test]
+fn a_bad_configuration_at_start_up_stops_it_with_the_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("models.yaml"),
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: x}\nspec: {model: x, provider: mock, replicaz: []}\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(llmgate_tests::harness::binary("llmgate-dataplane"))
+        .args(["--config-dir", &dir.path().to_string_lossy()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--audit-log", "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("LLMGATE_LOG")
+        .output()
+        .expect("run llmgate-dataplane");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("models.yaml"), "{stderr}");
+    assert!(stderr.contains("ModelEndpoint default/x"), "{stderr}");
+    assert!(stderr.contains("spec.replicaz"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes written to a pipe: {stderr}"
+    );
+    assert!(!stderr.contains("still serving"), "{stderr}");
 }

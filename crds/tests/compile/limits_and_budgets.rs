@@ -92,3 +92,34 @@ spec:
     assert_eq!(c.snapshot.endpoints[0].max_output_tokens, 8192);
     assert_eq!(c.snapshot.endpoints[1].max_output_tokens, 4096);
 }
+
+/// A limit of 0 on either unit refuses everything: refused, whichever unit it is on, with the
+/// other unit set or not.
+#[test]
+fn a_zero_limit_on_either_unit_is_refused() {
+    for limit in [
+        "requests: 0",
+        "tokens: 0",
+        "requests: 0, tokens: 100",
+        "requests: 5, tokens: 0",
+    ] {
+        let yaml = format!(
+            "apiVersion: llmgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: limits}}\nspec:\n  rateLimits:\n    - {{name: l, window: hour, {limit}}}\n"
+        );
+        let c = compile(&resources(&yaml));
+        let got: Vec<_> = c
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(
+                "spec.rateLimits[0]",
+                "a limit of 0 refuses everything; use a deny rule instead"
+            )],
+            "{limit}"
+        );
+        assert!(c.snapshot.rate_limits.is_empty(), "{limit}");
+    }
+}

@@ -175,6 +175,16 @@ fn missing_secrets_leave_out_only_their_resources() {
     assert_eq!(c.snapshot.endpoints[0].model, "llama-3");
     // the policy still names gpt-4o: declared, just not servable right now
     assert_eq!(c.snapshot.policies[0].rules.len(), 2);
+    // A value of only whitespace (an empty line in a mounted file) is no value either.
+    let r = with_secret(resources(BASE), "ai", "openai", "api-key", " \n");
+    let r = with_secret(r, "ai", "keys", "alice", "sk-alice");
+    let c = compile(&r);
+    let reasons: Vec<_> = c
+        .errors
+        .iter()
+        .map(|e| (e.resource.name.as_str(), e.reason))
+        .collect();
+    assert_eq!(reasons, vec![("gpt", Reason::MissingSecret)]);
 }
 
 #[test]

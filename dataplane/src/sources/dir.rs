@@ -77,8 +77,15 @@ pub async fn reload(gw: &Arc<Gateway>, source: &ConfigSource) -> bool {
             true
         }
         Err(problems) => {
+            // At start-up there is nothing to keep serving: the caller reports the problems
+            // and stops.
+            let serving = !gw.status().version.is_empty();
             for p in &problems {
-                tracing::error!(problem = %p, "configuration change rejected; still serving the last good configuration");
+                if serving {
+                    tracing::error!(problem = %p, "configuration change rejected; still serving the last good configuration");
+                } else {
+                    tracing::error!(problem = %p, "configuration rejected");
+                }
             }
             gw.reject(problems);
             false
