@@ -3,6 +3,7 @@
 //! Tests of the whole configuration here; tests of one kind in the file named for it, as in
 //! `crds/src/compile/`.
 
+mod identity;
 mod limits_and_budgets;
 mod model_endpoint;
 
