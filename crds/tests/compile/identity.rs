@@ -187,3 +187,61 @@ fn an_api_key_speaks_for_exactly_one_named_principal() {
         assert_eq!(c.snapshot.api_keys[0].principal, who);
     }
 }
+
+#[test]
+fn oidc_keys_are_refreshed_on_the_declared_schedule_never_below_a_second() {
+    let idp = |extra: &str| {
+        format!(
+            "apiVersion: llmgate.dev/v1alpha1\nkind: IdentityProvider\nmetadata: {{name: corp}}\nspec:\n  oidc: {{issuer: \"https://one.example\", audiences: [llmgate]{extra}}}\n"
+        )
+    };
+    let refresh = |extra: &str| {
+        let c = compile(&resources(&idp(extra)));
+        let errors: Vec<_> = c.errors.iter().map(|e| e.field.clone()).collect();
+        let secs = c
+            .snapshot
+            .identity_providers
+            .first()
+            .and_then(|p| p.oidc.as_ref())
+            .map(|o| o.keys_refresh_secs);
+        (errors, secs)
+    };
+    assert_eq!(refresh(""), (vec![], Some(3600)));
+    assert_eq!(refresh(", keysRefresh: 2m"), (vec![], Some(120)));
+    assert_eq!(refresh(", keysRefresh: 1s"), (vec![], Some(1)));
+    let refused = vec!["spec.oidc.keysRefresh".to_string()];
+    assert_eq!(refresh(", keysRefresh: 999ms"), (refused.clone(), None));
+    assert_eq!(refresh(", keysRefresh: soon"), (refused, None));
+}
+
+#[test]
+fn the_saml_sample_compiles_to_its_idp_and_service() {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/samples/identity/saml.yaml"
+    ))
+    .expect("sample");
+    for (skew, want) in [("clockSkew: 60s", 60), ("clockSkew: 5s", 5), ("", 60)] {
+        let c = compile(&resources(&sample.replace("clockSkew: 60s", skew)));
+        assert_eq!(c.errors, vec![], "{skew}");
+        let saml = c.snapshot.identity_providers[0].saml.clone().expect("saml");
+        assert_eq!(saml.idp_entity_id, "https://idp.example.com/saml");
+        assert_eq!(saml.sso_url, "https://idp.example.com/saml/sso");
+        assert_eq!(saml.entity_id, "https://llmgate.example.com/saml");
+        assert_eq!(
+            saml.acs_url,
+            "https://llmgate.example.com/auth/saml/acs/default/corp-saml"
+        );
+        assert_eq!(saml.signing_certs.len(), 1);
+        assert_eq!(saml.clock_skew_secs, want, "{skew}");
+    }
+    // Metadata without a signing certificate is refused where it is.
+    let unsigned = sample.replace(
+        "<md:KeyDescriptor use=\"signing\">",
+        "<md:KeyDescriptor use=\"encryption\">",
+    );
+    let c = compile(&resources(&unsigned));
+    let fields: Vec<_> = c.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, vec!["spec.saml.idpMetadata"]);
+    assert!(c.snapshot.identity_providers.is_empty());
+}
