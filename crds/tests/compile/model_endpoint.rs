@@ -93,3 +93,35 @@ spec:
             .any(|e| e.field == "spec.replicas[0].service" && e.reason == Reason::Invalid)
     );
 }
+
+/// A model name is what callers type and what labels metrics: 1 to 256 characters, no
+/// whitespace or control characters.
+#[test]
+fn a_model_name_is_one_to_256_printable_characters() {
+    let endpoint = |model: &str| {
+        format!(
+            "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: e}}\nspec: {{model: {model}, provider: mock}}\n"
+        )
+    };
+    let longest = "m".repeat(256);
+    for ok in ["m", "gpt-4o-mini", "meta/llama-3:8b", longest.as_str()] {
+        let c = compile(&resources(&endpoint(
+            &serde_json::to_string(ok).expect("json"),
+        )));
+        assert_eq!(c.errors, vec![], "{ok}");
+        assert_eq!(c.snapshot.endpoints[0].model, ok);
+    }
+    let too_long = "m".repeat(257);
+    for bad in ["", "gpt 4", "gpt\t4", "gpt\u{7}4", too_long.as_str()] {
+        let c = compile(&resources(&endpoint(
+            &serde_json::to_string(bad).expect("json"),
+        )));
+        let got: Vec<_> = c
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.reason))
+            .collect();
+        assert_eq!(got, vec![("spec.model", Reason::Invalid)], "{bad:?}");
+        assert!(c.snapshot.endpoints.is_empty(), "{bad:?}");
+    }
+}
