@@ -352,8 +352,21 @@ async fn a_budget_without_fallback_refuses_with_a_clear_429() {
         msg.contains("llm-engineering") && msg.contains("default/tiny"),
         "{msg}"
     );
-    let retry: u64 = refused.header("retry-after").parse().expect("retry-after");
-    assert!(retry > 0 && retry <= 31 * 86_400);
+    // The budget resets at the start of the next month in Berlin.
+    let retry: i64 = refused.header("retry-after").parse().expect("retry-after");
+    let berlin = jiff::Timestamp::now()
+        .in_tz("Europe/Berlin")
+        .expect("Europe/Berlin");
+    let next_month = berlin
+        .first_of_month()
+        .and_then(|d| d.start_of_day())
+        .and_then(|d| d.checked_add(jiff::Span::new().months(1)))
+        .expect("next month");
+    let until = (next_month.timestamp() - jiff::Timestamp::now()).get_seconds();
+    assert!(
+        (retry - until).abs() <= 5,
+        "retry-after {retry}, {until} s to {next_month}"
+    );
     assert_eq!(refused.header("x-should-retry"), "false");
     assert_eq!(
         gw.metric(
@@ -1434,4 +1447,68 @@ async fn redis_unreachable_at_start_up_serves_degraded() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(gw.audit_until(1).await[0]["counters"], "local");
+}
+
+/// A budget alert survives a webhook that fails twice (it is retried, and lands once), and
+/// carries what README says: budget, team, period, amount, spent past the threshold and what
+/// is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_alert_is_retried_until_it_lands_and_says_where_the_budget_stands() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let hook = Receiver::failing(2).await;
+    let mut c = model_yaml("writer", "tokens:1000", &fake.base_url(), 0.0, 1000.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += EVERYONE_EVERYTHING;
+    // $1 at $1000 per million output tokens: 600 tokens cross 50 %.
+    c += &format!(
+        "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {{name: eng}}\nspec: {{team: llm-engineering, amountUsd: 1, period: day, alerts: {{thresholds: [50], webhookUrl: \"{}\"}}}}\n",
+        hook.url()
+    );
+    let gw = Gateway::start(
+        &c,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
+    let r = chat(
+        &gw,
+        ENG,
+        json!({"model": "writer", "max_tokens": 600, "messages": [{"role": "user", "content": "w"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.received().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the alert never landed ({} posts)",
+            hook.posts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hook.posts(), 3, "two refusals, then the one that landed");
+    let alerts = hook.received();
+    assert_eq!(alerts.len(), 1);
+    let a = &alerts[0];
+    assert_eq!(a["type"], "budget.threshold_crossed");
+    assert_eq!(a["budget"], "default/eng");
+    assert_eq!(a["team"], "llm-engineering");
+    assert_eq!(a["period"], today());
+    assert_eq!(a["threshold_percent"], 50);
+    assert_eq!(a["amount_usd"], 1.0);
+    assert_eq!(a["spent_usd"], 0.6);
+    assert_eq!(a["remaining_usd"], 0.4);
+    let at: jiff::Timestamp = a["at"].as_str().and_then(|t| t.parse().ok()).expect("at");
+    assert!((jiff::Timestamp::now() - at).get_seconds().abs() < 30);
+    assert_eq!(
+        gw.metric("llmgate_budget_alerts_total", &[("result", "sent")])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("llmgate_budget_alerts_total", &[("result", "failed")])
+            .await,
+        0.0
+    );
 }
