@@ -125,3 +125,54 @@ fn a_model_name_is_one_to_256_printable_characters() {
         assert!(c.snapshot.endpoints.is_empty(), "{bad:?}");
     }
 }
+
+/// Which providers take replicas: the mock none (it runs in the gateway), OpenAI its public API
+/// by default, an openai-compatible server at least one URL.
+#[test]
+fn each_provider_takes_the_replicas_it_can_use() {
+    let endpoint = |provider: &str, replicas: &str| {
+        format!(
+            "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: e}}\nspec: {{model: m, provider: {provider}{replicas}}}\n"
+        )
+    };
+    let compiled = |provider: &str, replicas: &str| {
+        let r = super::with_secret(
+            resources(&endpoint(provider, replicas)),
+            "default",
+            "o",
+            "k",
+            "sk-up",
+        );
+        let c = compile(&r);
+        let errors: Vec<String> = c.errors.iter().map(|e| e.field.clone()).collect();
+        let urls: Option<Vec<String>> = c
+            .snapshot
+            .endpoints
+            .first()
+            .map(|e| e.replicas.iter().map(|r| r.url.clone()).collect());
+        (errors, urls)
+    };
+    let one = ", replicas: [{url: \"http://vllm:8000/v1\"}]";
+    assert_eq!(compiled("mock", ""), (vec![], Some(vec![])));
+    assert_eq!(
+        compiled("mock", one),
+        (vec!["spec.replicas".to_string()], None)
+    );
+    let openai = "openai, credentials: {apiKey: {secretRef: {name: o, key: k}}}";
+    assert_eq!(
+        compiled(openai, ""),
+        (vec![], Some(vec!["https://api.openai.com/v1".to_string()]))
+    );
+    assert_eq!(
+        compiled(openai, one),
+        (vec![], Some(vec!["http://vllm:8000/v1".to_string()]))
+    );
+    assert_eq!(
+        compiled("openai-compatible", ""),
+        (vec!["spec.replicas".to_string()], None)
+    );
+    assert_eq!(
+        compiled("openai-compatible", one),
+        (vec![], Some(vec!["http://vllm:8000/v1".to_string()]))
+    );
+}
