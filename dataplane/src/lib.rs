@@ -56,10 +56,13 @@ use crate::telemetry::metrics::Metrics;
 pub enum RunError {
     #[error("the configuration is not valid:\n{0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}; choose another address with {flag} (or set {env})")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
+        /// The flag that sets this address, and its environment variable.
+        flag: &'static str,
+        env: &'static str,
     },
     #[error("operator mode: {0}")]
     ControlPlane(sources::operator::SubscribeError),
@@ -157,12 +160,16 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         .map_err(|source| RunError::Bind {
             addr: api_addr,
             source,
+            flag: "--listen",
+            env: "LLMGATE_LISTEN",
         })?;
     let admin = TcpListener::bind(admin_addr)
         .await
         .map_err(|source| RunError::Bind {
             addr: admin_addr,
             source,
+            flag: "--admin-listen",
+            env: "LLMGATE_ADMIN_LISTEN",
         })?;
     tracing::info!(
         listen = %api_addr,

@@ -43,10 +43,12 @@ pub enum RunError {
     },
     #[error("no data-plane token: {0} is empty or missing")]
     EmptyToken(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}; choose another address with {flag}")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
+        /// The flag that sets this address.
+        flag: &'static str,
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -271,13 +273,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     };
     let op = Operator::new(token, described);
 
-    let bind = |addr| async move {
+    let bind = |addr, flag| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| RunError::Bind { addr, source })
+            .map_err(|source| RunError::Bind { addr, source, flag })
     };
-    let dist = bind(settings.distribution_listen).await?;
-    let admin = bind(settings.admin_listen).await?;
+    let dist = bind(settings.distribution_listen, "--distribution-listen").await?;
+    let admin = bind(settings.admin_listen, "--admin-listen").await?;
     tracing::info!(
         distribution = %settings.distribution_listen,
         tls = acceptor.is_some(),

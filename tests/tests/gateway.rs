@@ -1424,3 +1424,38 @@ fn a_bad_configuration_at_start_up_stops_it_with_the_report() {
     );
     assert!(!stderr.contains("still serving"), "{stderr}");
 }
+
+/// A taken port names the address, the reason and the flag that moves it.
+#[test]
+fn a_taken_port_says_which_flag_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let admin = format!("127.0.0.1:{}", free_port().port());
+    for (flags, flag) in [
+        (
+            vec!["--listen", addr.as_str(), "--admin-listen", admin.as_str()],
+            "--listen",
+        ),
+        (
+            vec!["--listen", admin.as_str(), "--admin-listen", addr.as_str()],
+            "--admin-listen",
+        ),
+    ] {
+        let out = std::process::Command::new(llmgate_tests::harness::binary("llmgate-dataplane"))
+            .args(&flags)
+            .args(["--audit-log", "/dev/null"])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("in use"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("choose another address with {flag}")),
+            "{stderr}"
+        );
+    }
+}
