@@ -69,6 +69,9 @@ impl std::fmt::Display for Problem {
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub warnings: Vec<Problem>,
+    /// Models declared but left out (a secret has no value), with why and how to fix it, so a
+    /// caller asking for one is told more than "no such model".
+    pub left_out: BTreeMap<String, String>,
 }
 
 /// Parses and compiles files given as `(name, text)`. A YAML or field error, a dangling
@@ -101,14 +104,43 @@ pub fn compile_files(
     if !problems.is_empty() {
         return Err(problems);
     }
-    resources.secrets = resolve_secrets(&resources.secret_refs(), secrets_dir);
+    let refs = resources.secret_refs();
+    resources.secrets = resolve_secrets(&refs, secrets_dir);
     let compiled = compile(&resources);
+    let unset: Vec<&SecretKeyRef> = refs
+        .iter()
+        .filter(|r| !resources.secrets.contains_key(*r))
+        .collect();
+    let mut left_out = BTreeMap::new();
     let (warnings, errors): (Vec<_>, Vec<_>) = compiled
         .errors
         .iter()
         .map(|e| {
             let file = origin.get(&e.resource.to_string()).cloned();
-            (e.reason, Problem::from_compile(e, file))
+            let mut p = Problem::from_compile(e, file);
+            if e.reason == Reason::MissingSecret {
+                // Outside a cluster the fix is a variable or a file: name both.
+                if let Some(r) = unset.iter().find(|r| e.message.contains(&r.to_string())) {
+                    let file = secrets_dir.map_or_else(String::new, |d| {
+                        format!(" or write {}", d.join(&r.name).join(&r.key).display())
+                    });
+                    p.message = format!(
+                        "{}: set {} in the gateway's environment{file}",
+                        p.message,
+                        env_name(r)
+                    );
+                }
+                if e.resource.kind == "ModelEndpoint"
+                    && let Some(me) = resources.model_endpoints.iter().find(|m| {
+                        m.metadata.name.as_deref() == Some(e.resource.name.as_str())
+                            && m.metadata.namespace.as_deref().unwrap_or("default")
+                                == e.resource.namespace
+                    })
+                {
+                    left_out.insert(me.spec.model.clone(), p.message.clone());
+                }
+            }
+            (e.reason, p)
         })
         .partition(|(r, _)| *r == Reason::MissingSecret);
     if !errors.is_empty() {
@@ -117,6 +149,7 @@ pub fn compile_files(
     Ok(Loaded {
         snapshot: compiled.snapshot,
         warnings: warnings.into_iter().map(|(_, p)| p).collect(),
+        left_out,
     })
 }
 
@@ -285,5 +318,24 @@ mod tests {
         );
         assert_eq!(problems[0].field, "spec.rules[0].models[0]");
         assert_eq!(problems[0].reason, "DanglingRef");
+    }
+
+    /// A model left out for an unset secret says which variable (and file) would set it, and
+    /// is listed by its model name.
+    #[test]
+    fn a_left_out_model_names_what_would_set_its_secret() {
+        let files = vec![(
+            "m.yaml".to_string(),
+            "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: mini, namespace: ai}\nspec: {model: gpt-4o-mini, provider: openai, credentials: {apiKey: {secretRef: {name: llmgate-unset-test, key: api-key}}}}\n".to_string(),
+        )];
+        let dir = Path::new("/run/secrets");
+        let loaded = compile_files(&files, Some(dir)).unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(loaded.warnings.len(), 1);
+        let want = "secret ai/llmgate-unset-test key api-key has no value: set LLMGATE_UNSET_TEST_API_KEY in the gateway's environment or write /run/secrets/llmgate-unset-test/api-key";
+        assert_eq!(loaded.warnings[0].message, want);
+        assert_eq!(
+            loaded.left_out.into_iter().collect::<Vec<_>>(),
+            vec![("gpt-4o-mini".to_string(), want.to_string())]
+        );
     }
 }

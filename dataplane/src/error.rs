@@ -29,6 +29,9 @@ pub enum GatewayError {
     Forbidden { subject: String, model: String },
     #[error("The model `{0}` does not exist")]
     ModelNotFound(String),
+    /// Declared, but left out of the configuration (a secret has no value).
+    #[error("The model `{model}` is declared but not served: {why}")]
+    ModelLeftOut { model: String, why: String },
     #[error("{0} is not supported by model `{1}`")]
     Unsupported(&'static str, String),
     /// The upstream answered with an error status; relayed with its own message.
@@ -123,7 +126,9 @@ impl GatewayError {
                 StatusCode::UNAUTHORIZED
             }
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            GatewayError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::ModelNotFound(_) | GatewayError::ModelLeftOut { .. } => {
+                StatusCode::NOT_FOUND
+            }
             // A client error upstream (bad parameters, its rate limit) is the caller's to see
             // as is; a server error upstream is a bad gateway from the caller's side.
             GatewayError::Upstream { status, .. } if status.is_client_error() => *status,
@@ -153,7 +158,7 @@ impl GatewayError {
             }
             GatewayError::InvalidToken(_) => "invalid_token",
             GatewayError::Forbidden { .. } => "forbidden",
-            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::ModelNotFound(_) | GatewayError::ModelLeftOut { .. } => "model_not_found",
             GatewayError::Unsupported(..) => "unsupported",
             GatewayError::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "upstream_rate_limited"
@@ -204,7 +209,9 @@ impl GatewayError {
             }
             GatewayError::InvalidToken(_) => ("authentication_error", Some("invalid_token")),
             GatewayError::Forbidden { .. } => ("permission_error", Some("model_not_allowed")),
-            GatewayError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::ModelNotFound(_) | GatewayError::ModelLeftOut { .. } => {
+                ("invalid_request_error", Some("model_not_found"))
+            }
             // A 4xx is about the caller's request: the provider's type and code say what. A 5xx
             // becomes llmgate's 502, with llmgate's code (the provider's message is kept).
             GatewayError::Upstream {
@@ -247,7 +254,9 @@ impl GatewayError {
         let (kind, code) = self.kind_and_code();
         let param = match self {
             GatewayError::BadRequest { param, .. } => *param,
-            GatewayError::ModelNotFound(_) | GatewayError::Forbidden { .. } => Some("model"),
+            GatewayError::ModelNotFound(_)
+            | GatewayError::ModelLeftOut { .. }
+            | GatewayError::Forbidden { .. } => Some("model"),
             _ => None,
         };
         let body = ErrorBody {

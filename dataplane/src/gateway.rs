@@ -30,6 +30,8 @@ pub struct Gateway {
     draining: AtomicBool,
     /// The shutdown grace ran out: requests still running are being cut.
     cut: AtomicBool,
+    /// Models the configuration declares but left out, and why (standalone mode).
+    left_out: Mutex<Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 /// What `/readyz` reports about the configuration.
@@ -79,6 +81,7 @@ impl Gateway {
             }),
             draining: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            left_out: Mutex::default(),
         })
     }
 
@@ -151,6 +154,17 @@ impl Gateway {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_left_out(&self, models: std::collections::BTreeMap<String, String>) {
+        if let Ok(mut m) = self.left_out.lock() {
+            *m = Arc::new(models);
+        }
+    }
+
+    /// Why a model the configuration declares is not served, if it is one of those.
+    pub fn left_out(&self, model: &str) -> Option<String> {
+        self.left_out.lock().ok()?.get(model).cloned()
     }
 
     /// Marks the requests that end from now on as cut by shutdown, not left by their caller.

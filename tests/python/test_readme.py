@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import REPO_ROOT, Gateway, free_port, start_service
+from conftest import REPO_ROOT, Gateway, free_port, http_get, start_service
 
 README = (REPO_ROOT / "README.md").read_text()
 DEMO_KEY = "sk-llmgate-demo"
@@ -112,3 +112,23 @@ def test_every_test_the_promise_index_names_exists():
         defined.update(re.findall(r"\b(?:async )?(?:fn|def) ([a-z][a-z0-9_]+)", text))
     missing = sorted(named - defined)
     assert not missing, f"docs/promises.md names tests that do not exist: {missing}"
+
+
+def test_a_model_left_out_for_its_key_says_which_variable_to_set(quickstart):
+    """Without OPENAI_API_KEY, gpt-4o-mini is declared but not served: a caller is told why and
+    what to set, and /readyz names the built-in copy, not a file an edit would change."""
+    client = openai.OpenAI(base_url=quickstart.base_url, api_key=DEMO_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
+    message = e.value.body["message"]
+    assert "declared but not served" in message and "set OPENAI_API_KEY" in message, message
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-5-nowhere", messages=[{"role": "user", "content": "hi"}])
+    assert "does not exist" in e.value.body["message"]
+
+    status, _, body = http_get(f"{quickstart.admin_url}/readyz")
+    warnings = json.loads(body)["config"]["warnings"]
+    assert [w["file"] for w in warnings] == ["embedded:config/quickstart/models.yaml"], warnings
+    assert "set OPENAI_API_KEY" in warnings[0]["message"]
+    assert "OPENAI_API_KEY" in quickstart.service.log_path.read_text()

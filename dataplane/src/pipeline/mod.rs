@@ -95,7 +95,10 @@ pub async fn get_model(
             let body = serde_json::to_vec(&crate::runtime::model_object(&ep.spec, rt.loaded_at));
             respond_full(ctx, Bytes::from(body.unwrap_or_default()))
         }
-        _ => respond_error(ctx, GatewayError::ModelNotFound(id)),
+        _ => {
+            let e = not_found(&gw, id);
+            respond_error(ctx, e)
+        }
     }
 }
 
@@ -116,7 +119,7 @@ async fn chat_stages(
     let mut chat = ChatRequest::parse(&body)?;
     ctx.rec.model_requested = Some(chat.model.clone());
     ctx.rec.stream = chat.is_stream();
-    let (first, ep) = authorize(rt, &caller, &chat.model, ctx)?;
+    let (first, ep) = authorize(gw, rt, &caller, &chat.model, ctx)?;
     chat.check_max_output(&ep.spec.model, ep.spec.max_output_tokens)?;
     let est = admission::Estimate {
         prompt_tokens: &|| tokenize::chat_prompt(chat.messages_raw(), chat.tools_raw()),
@@ -214,7 +217,7 @@ async fn embeddings_stages(
     let body = read_body(gw, req.into_body()).await?;
     let emb = EmbeddingsRequest::parse(&body)?;
     ctx.rec.model_requested = Some(emb.model.clone());
-    let (first, _) = authorize(rt, &caller, &emb.model, ctx)?;
+    let (first, _) = authorize(gw, rt, &caller, &emb.model, ctx)?;
     let est = admission::Estimate {
         prompt_tokens: &|| tokenize::embeddings_input(emb.input_raw()),
         max_output: None,
@@ -259,15 +262,24 @@ async fn embeddings_stages(
     }
 }
 
+/// No such model, or (standalone) one declared but left out, with why.
+fn not_found(gw: &Gateway, model: String) -> GatewayError {
+    match gw.left_out(&model) {
+        Some(why) => GatewayError::ModelLeftOut { model, why },
+        None => GatewayError::ModelNotFound(model),
+    }
+}
+
 /// Model lookup and the policy decision: the endpoint's index.
 fn authorize<'r>(
+    gw: &Gateway,
     rt: &'r Runtime,
     caller: &Caller<'_>,
     model: &str,
     ctx: &mut Ctx,
 ) -> Result<(usize, &'r EndpointRt), GatewayError> {
     let Some((i, ep)) = rt.endpoint(model) else {
-        return Err(GatewayError::ModelNotFound(model.to_owned()));
+        return Err(not_found(gw, model.to_owned()));
     };
     let decision = caller.decision(rt, i);
     ctx.rec.policy_rule = decision.by.clone();

@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 use crate::gateway::Gateway;
 
 /// The quickstart configuration, compiled into the binary so it runs with no files at all.
+/// Named `embedded:…` in problems: an edit of the file on disk does not change what is served.
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
-        "config/quickstart/models.yaml",
+        "embedded:config/quickstart/models.yaml",
         include_str!("../../../config/quickstart/models.yaml"),
     ),
     (
-        "config/quickstart/access.yaml",
+        "embedded:config/quickstart/access.yaml",
         include_str!("../../../config/quickstart/access.yaml"),
     ),
 ];
@@ -71,6 +72,7 @@ pub async fn reload(gw: &Arc<Gateway>, source: &ConfigSource) -> bool {
             }
             let version = loaded.snapshot.version.clone();
             let models = loaded.snapshot.endpoints.len();
+            gw.set_left_out(loaded.left_out);
             if gw.apply(loaded.snapshot, loaded.warnings) {
                 tracing::info!(%version, models, "configuration applied");
             }

@@ -178,6 +178,8 @@ async fn reconcile(op: &Operator, client: &Client, stores: &Stores, leader: &Lea
         Ok(Loaded {
             snapshot: compiled.snapshot,
             warnings: problems,
+            // A cluster's left-out resources say why in their status.
+            left_out: BTreeMap::new(),
         }),
     );
     if !leader.is_leader() {
