@@ -123,3 +123,56 @@ fn a_zero_limit_on_either_unit_is_refused() {
         assert!(c.snapshot.rate_limits.is_empty(), "{limit}");
     }
 }
+
+/// A budget's amount, fallbacks and thresholds, on each side of their rules.
+#[test]
+fn budget_fields_are_refused_past_their_rules_only() {
+    let models = "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: big}\nspec: {model: big, provider: mock}\n---\napiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: small}\nspec: {model: small, provider: mock}\n---\n";
+    let budget = |spec: &str| {
+        format!(
+            "{models}apiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {{name: b}}\nspec: {{team: t, period: day, {spec}}}\n"
+        )
+    };
+    let cases: [(&str, Option<&str>); 11] = [
+        ("amountUsd: -1", Some("spec.amountUsd")),
+        ("amountUsd: 0", None),
+        ("amountUsd: .nan", Some("spec.amountUsd")),
+        ("amountUsd: 5, models: [big], fallback: [small]", None),
+        // Without `models` the budget covers every model, the fallback too.
+        ("amountUsd: 5, fallback: [small]", Some("spec.fallback[0]")),
+        (
+            "amountUsd: 5, models: [big, small], fallback: [small]",
+            Some("spec.fallback[0]"),
+        ),
+        (
+            "amountUsd: 5, models: [big], fallback: [small], clampMaxTokens: true",
+            Some("spec.clampMaxTokens"),
+        ),
+        (
+            "amountUsd: 5, models: [big], fallback: [small], clampMaxTokens: false",
+            None,
+        ),
+        (
+            "amountUsd: 5, alerts: {thresholds: [0], webhookUrl: \"http://h.example/x\"}",
+            Some("spec.alerts.thresholds"),
+        ),
+        (
+            "amountUsd: 5, alerts: {thresholds: [1, 100], webhookUrl: \"http://h.example/x\"}",
+            None,
+        ),
+    ];
+    for (spec, refused) in cases {
+        let c = compile(&resources(&budget(spec)));
+        let fields: Vec<&str> = c.errors.iter().map(|e| e.field.as_str()).collect();
+        match refused {
+            Some(f) => {
+                assert_eq!(fields, vec![f], "{spec}");
+                assert!(c.snapshot.budgets.is_empty(), "{spec}");
+            }
+            None => {
+                assert_eq!(fields, Vec::<&str>::new(), "{spec}");
+                assert_eq!(c.snapshot.budgets.len(), 1, "{spec}");
+            }
+        }
+    }
+}

@@ -176,3 +176,76 @@ fn each_provider_takes_the_replicas_it_can_use() {
         (vec![], Some(vec!["http://vllm:8000/v1".to_string()]))
     );
 }
+
+/// Every bounded field, on each side of its bound: refused where it is, accepted next to it.
+#[test]
+fn bounded_fields_are_refused_past_their_bounds_only() {
+    let endpoint = |provider: &str, extra: &str| {
+        format!(
+            "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {{name: e}}\nspec:\n  model: m\n  provider: {provider}\n{extra}"
+        )
+    };
+    let compat = "openai-compatible\n  replicas: [{url: \"http://vllm:8000/v1\"}]";
+    let cases: [(&str, &str, Option<&str>); 14] = [
+        ("openai", "", Some("spec.credentials")),
+        (
+            compat,
+            "  pricing: {inputPerMillion: -1, outputPerMillion: 1}\n",
+            Some("spec.pricing.inputPerMillion"),
+        ),
+        (
+            compat,
+            "  pricing: {inputPerMillion: 1, outputPerMillion: -0.5}\n",
+            Some("spec.pricing.outputPerMillion"),
+        ),
+        (
+            compat,
+            "  pricing: {inputPerMillion: 0, outputPerMillion: 0}\n",
+            None,
+        ),
+        (
+            compat,
+            "  failover: {maxAttempts: 0}\n",
+            Some("spec.failover.maxAttempts"),
+        ),
+        (
+            compat,
+            "  failover: {maxAttempts: 11}\n",
+            Some("spec.failover.maxAttempts"),
+        ),
+        (compat, "  failover: {maxAttempts: 1}\n", None),
+        (compat, "  failover: {maxAttempts: 10}\n", None),
+        (
+            "mock",
+            "  mock: {embeddingDimensions: 0}\n",
+            Some("spec.mock.embeddingDimensions"),
+        ),
+        (
+            "mock",
+            "  mock: {embeddingDimensions: 8193}\n",
+            Some("spec.mock.embeddingDimensions"),
+        ),
+        ("mock", "  mock: {embeddingDimensions: 1}\n", None),
+        ("mock", "  mock: {embeddingDimensions: 8192}\n", None),
+        (
+            "mock",
+            "  mock: {chunkWords: 0}\n",
+            Some("spec.mock.chunkWords"),
+        ),
+        (compat, "  mock: {chunkWords: 2}\n", Some("spec.mock")),
+    ];
+    for (provider, extra, refused) in cases {
+        let c = compile(&resources(&endpoint(provider, extra)));
+        let fields: Vec<&str> = c.errors.iter().map(|e| e.field.as_str()).collect();
+        match refused {
+            Some(f) => {
+                assert_eq!(fields, vec![f], "{provider} {extra}");
+                assert!(c.snapshot.endpoints.is_empty());
+            }
+            None => {
+                assert_eq!(fields, Vec::<&str>::new(), "{provider} {extra}");
+                assert_eq!(c.snapshot.endpoints.len(), 1);
+            }
+        }
+    }
+}
