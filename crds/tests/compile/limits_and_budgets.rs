@@ -136,6 +136,7 @@ fn budget_fields_are_refused_past_their_rules_only() {
     let cases: [(&str, Option<&str>); 11] = [
         ("amountUsd: -1", Some("spec.amountUsd")),
         ("amountUsd: 0", None),
+        ("amountUsd: 5, clampMaxTokens: true", None),
         ("amountUsd: .nan", Some("spec.amountUsd")),
         ("amountUsd: 5, models: [big], fallback: [small]", None),
         // Without `models` the budget covers every model, the fallback too.
