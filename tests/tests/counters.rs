@@ -421,6 +421,9 @@ spec:
     assert_eq!(r.json()["error"]["type"], "requests");
     assert_eq!(r.header("x-ratelimit-limit-requests"), "20");
     assert_eq!(r.header("x-ratelimit-remaining-requests"), "0");
+    // A refusal names no serving model, and still has its request id.
+    assert_eq!(r.header("x-llmgate-model"), "");
+    assert_eq!(r.header("x-request-id").len(), 32);
     assert!(r.header("x-ratelimit-reset-requests").ends_with('s'));
     // GCRA: 20 an hour is one every 180 s; the burst was spent just now, so the next one is
     // 180 s away less the seconds this test has taken.
