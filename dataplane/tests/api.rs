@@ -309,6 +309,23 @@ async fn mock_chat_stream_and_embeddings() {
                 json!((6.0 * 1.0 + 3.0 * 2.0) / 1e6),
                 "6 prompt tokens (8 chars / 4 + 4), 3 completion"
             );
+            // The cost metric is the sum of the records' micros, printed without float noise.
+            let micros: u64 = lines
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|r| r["model_served"] == "mock-chat")
+                .filter_map(|r| r["cost_usd_micros"].as_u64())
+                .sum();
+            let shown = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(r#"llmgate_cost_usd_total{model="mock-chat"} "#))
+                .expect("cost series");
+            assert_eq!(
+                shown.parse::<f64>().ok(),
+                Some(micros as f64 / 1e6),
+                "{shown}"
+            );
+            assert!(shown.len() <= 10, "float noise: {shown}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "audit lines: {lines}");

@@ -22,16 +22,13 @@ impl Ctx {
         self.rec.error_message = error;
         if let (Some(u), Some(p)) = (self.rec.usage, self.pricing) {
             let cost = p.cost(u.prompt_tokens, u.completion_tokens);
+            let micros = super::budget::cost_micros(&p, u.prompt_tokens, u.completion_tokens);
             self.rec.cost_usd = Some(cost);
-            self.rec.cost_usd_micros = Some(super::budget::cost_micros(
-                &p,
-                u.prompt_tokens,
-                u.completion_tokens,
-            ));
+            self.rec.cost_usd_micros = Some(micros);
             if let Some(m) = &self.endpoint_metrics {
                 m.prompt_tokens.inc_by(u.prompt_tokens);
                 m.completion_tokens.inc_by(u.completion_tokens);
-                m.cost.inc_by(cost);
+                m.cost.inc_micros(micros);
             }
         }
         if let Some(m) = &self.endpoint_metrics {

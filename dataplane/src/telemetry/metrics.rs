@@ -13,6 +13,41 @@ use prometheus_client::registry::Registry;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// A USD counter kept in whole millionths and shown in USD: a sum of float costs drifts into
+/// noise (`0.000039999999999999999`), a sum of integers does not, and it is what budgets count.
+#[derive(Clone, Debug, Default)]
+pub struct UsdCounter(std::sync::Arc<AtomicU64>);
+
+impl UsdCounter {
+    pub fn inc_micros(&self, micros: u64) {
+        self.0
+            .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn micros(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for UsdCounter {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Counter;
+}
+
+impl prometheus_client::encoding::EncodeMetric for UsdCounter {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let usd = self.micros() as f64 / 1e6;
+        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&usd, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Counter
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
@@ -89,7 +124,7 @@ pub struct Metrics {
     duration: HistogramFamily<ModelLabel>,
     ttft: HistogramFamily<ModelLabel>,
     tokens: Family<TokenLabels, Counter>,
-    cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    cost: Family<ModelLabel, UsdCounter>,
     pub in_flight: Gauge,
     snapshot_info: Family<VersionLabel, Gauge>,
     reloads: Family<ResultLabel, Counter>,
@@ -107,7 +142,7 @@ pub struct EndpointMetrics {
     pub ttft: Histogram,
     pub prompt_tokens: Counter,
     pub completion_tokens: Counter,
-    pub cost: Counter<f64, AtomicU64>,
+    pub cost: UsdCounter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -150,7 +185,7 @@ impl Metrics {
             "Tokens by model and kind (prompt, completion)",
             tokens.clone(),
         );
-        let cost = Family::<ModelLabel, Counter<f64, AtomicU64>>::default();
+        let cost = Family::<ModelLabel, UsdCounter>::default();
         registry.register(
             "cost_usd",
             "Cost in USD from ModelEndpoint pricing",
