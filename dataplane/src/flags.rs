@@ -41,9 +41,16 @@ pub struct Settings {
     #[arg(long, env = "LLMGATE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// This data plane's name towards the operator; defaults to $HOSTNAME.
+    /// This data plane's name towards the operator; defaults to the system's host name (a
+    /// pod's name in Kubernetes).
     #[arg(long, env = "LLMGATE_NODE_NAME")]
     pub node_name: Option<String>,
+
+    /// Check the llmgate YAML under this directory (with `--secrets-dir`, if given) and exit:
+    /// 0 when it would be served, 1 with the same report a reload gives when it would not.
+    /// Serves nothing.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config_dir", "control_plane"])]
+    pub check_config: Option<PathBuf>,
 
     /// Directory of secrets for standalone mode: a reference to key K of secret S reads the
     /// file DIR/S/K. Without the file, the environment variable S_K (upper case, `-` and `.`
@@ -149,6 +156,16 @@ impl Settings {
         SocketAddr::from((ip, port))
     }
 
+    /// The name towards the operator: `--node-name`, else the system's host name (read from the
+    /// kernel: `$HOSTNAME` is a shell variable most shells do not export), else `$HOSTNAME`.
+    pub fn node(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(system_host_name)
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "llmgate-dataplane".into())
+    }
+
     /// Settings for tests: loopback ports chosen by the OS are not needed since tests drive the
     /// router directly.
     pub fn for_tests() -> Self {
@@ -156,9 +173,27 @@ impl Settings {
     }
 }
 
+/// The kernel's host name (Linux), or `/etc/hostname`.
+fn system_host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_name_is_the_flag_else_the_system_host_name() {
+        let s = Settings::parse_from(["llmgate-dataplane", "--node-name", "dp-7"]);
+        assert_eq!(s.node(), "dp-7");
+        let s = Settings::for_tests();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("Linux");
+        assert_eq!(s.node(), kernel.trim());
+    }
 
     #[test]
     fn only_the_quickstart_defaults_to_loopback() {

@@ -85,11 +85,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let mut background = Vec::new();
     let (gw, described) = match &settings.control_plane {
         Some(url) => {
-            let node = settings
-                .node_name
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "llmgate-dataplane".into());
+            let node = settings.node();
             let token_file = settings
                 .control_plane_token_file
                 .clone()

@@ -10,6 +10,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
+    if let Some(dir) = &settings.check_config {
+        let (valid, report) =
+            llmgate_dataplane::sources::dir::check(dir, settings.secrets_dir.as_deref());
+        print!("{report}");
+        std::process::exit(if valid { 0 } else { 1 });
+    }
     llmgate_dataplane::telemetry::init_logging(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

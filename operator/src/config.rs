@@ -29,7 +29,8 @@ pub struct Settings {
     #[arg(long, env = "LLMGATE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
-    /// This replica's identity in the Lease; defaults to $HOSTNAME.
+    /// This replica's identity in the Lease; defaults to the host name and process id, unique
+    /// per replica.
     #[arg(long, env = "LLMGATE_IDENTITY")]
     pub identity: Option<String>,
 

@@ -302,11 +302,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 None => kube::Client::try_default().await.map_err(RunError::Kube)?,
             };
             let lease_ns = own_namespace.clone();
-            let identity = settings
-                .identity
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "llmgate-operator".into());
+            let identity = settings.identity.clone().unwrap_or_else(default_identity);
             let leader = Arc::new(leader::Leader::new(
                 kube::Api::namespaced(client.clone(), &lease_ns),
                 "llmgate-operator",
@@ -379,5 +375,30 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// A Lease identity no other replica has: the host name and this process's id (as client-go
+/// adds a unique suffix), so two operators on one host, or hosts that share `$HOSTNAME`, never
+/// both believe they hold the Lease.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "llmgate-operator".into());
+    format!("{host}_{}", std::process::id())
+}
+
+#[cfg(test)]
+mod identity_tests {
+    #[test]
+    fn the_default_lease_identity_is_this_host_and_process() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("Linux");
+        assert_eq!(
+            super::default_identity(),
+            format!("{}_{}", host.trim(), std::process::id())
+        );
     }
 }

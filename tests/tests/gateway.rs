@@ -1459,3 +1459,47 @@ fn a_taken_port_says_which_flag_moves_it() {
         );
     }
 }
+
+/// `--check-config DIR` prints the report a reload would give and exits 0 or 1, serving
+/// nothing: the sample directories pass (keys unset only leave models out), a typo fails with
+/// file, resource and field.
+#[test]
+fn check_config_reports_and_exits_without_serving() {
+    let run = |dir: &std::path::Path| {
+        let out = std::process::Command::new(llmgate_tests::harness::binary("llmgate-dataplane"))
+            .args(["--check-config", &dir.to_string_lossy()])
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let quickstart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quickstart");
+    let (code, report) = run(&quickstart);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains("is valid: 2 models served, 1 left out"),
+        "{report}"
+    );
+    assert!(
+        report.contains("warning: ") && report.contains("set OPENAI_API_KEY"),
+        "{report}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("models.yaml"),
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: x}\nspec: {model: x, provider: mock, replicaz: []}\n",
+    )
+    .expect("write");
+    let (code, report) = run(dir.path());
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("error: "), "{report}");
+    assert!(
+        report.contains("models.yaml: ModelEndpoint default/x: spec.replicaz"),
+        "{report}"
+    );
+    assert!(report.contains("is not valid: 1 problem;"), "{report}");
+}

@@ -58,6 +58,41 @@ pub fn load(source: &ConfigSource, secrets_dir: Option<&Path>) -> Result<Loaded,
     }
 }
 
+/// `--check-config`: the report a reload of `dir` would give, and whether it would be served.
+pub fn check(dir: &Path, secrets_dir: Option<&Path>) -> (bool, String) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    match load(&ConfigSource::Dir(dir.to_path_buf()), secrets_dir) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                let _ = writeln!(out, "warning: {w}");
+            }
+            let _ = writeln!(
+                out,
+                "ok: {} is valid: {} models served, {} left out, version {}",
+                dir.display(),
+                loaded.snapshot.endpoints.len(),
+                loaded.left_out.len(),
+                loaded.snapshot.version
+            );
+            (true, out)
+        }
+        Err(problems) => {
+            for p in &problems {
+                let _ = writeln!(out, "error: {p}");
+            }
+            let _ = writeln!(
+                out,
+                "{} is not valid: {} problem{}; nothing of it would be served",
+                dir.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            (false, out)
+        }
+    }
+}
+
 /// Loads and applies once; on failure logs every problem and records the rejection.
 pub async fn reload(gw: &Arc<Gateway>, source: &ConfigSource) -> bool {
     let src = source.clone();
