@@ -178,6 +178,35 @@ fn an_api_key_speaks_for_exactly_one_named_principal() {
         assert_eq!(got, vec![("spec", Reason::Invalid)], "{spec}");
         assert!(c.snapshot.api_keys.is_empty(), "{spec}");
     }
+    // The digest: 64 hex digits (either case), nothing else.
+    let digest = |d: &str| {
+        format!(
+            "apiVersion: llmgate.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: k}}\nspec: {{user: ada, sha256: \"{d}\"}}\n"
+        )
+    };
+    let upper = "A".repeat(64);
+    let short = "a".repeat(63);
+    let long = "a".repeat(65);
+    let not_hex = format!("{}g", "a".repeat(63));
+    for (d, ok) in [
+        (upper.as_str(), true),
+        (&short, false),
+        (&long, false),
+        (&not_hex, false),
+    ] {
+        let c = compile(&resources(&digest(d)));
+        let fields: Vec<_> = c.errors.iter().map(|e| e.field.as_str()).collect();
+        if ok {
+            assert_eq!(fields, Vec::<&str>::new());
+            assert_eq!(
+                c.snapshot.api_keys[0].sha256,
+                "a".repeat(64),
+                "stored lower-case"
+            );
+        } else {
+            assert_eq!(fields, vec!["spec.sha256"], "{d}");
+        }
+    }
     for (spec, who) in [
         ("user: ada", Principal::User("ada".into())),
         ("serviceAccount: ci", Principal::ServiceAccount("ci".into())),
