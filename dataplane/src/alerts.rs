@@ -53,6 +53,32 @@ pub fn install(
     }));
 }
 
+/// The 100 % alert of a budget that just refused a request (it fell back, or was refused):
+/// spend stops short of the amount because admission refuses what it cannot pay, so the settle
+/// that would cross 100 % never comes. Marked in the counter store like a crossing, so it fires
+/// once per period across replicas, and never twice with a settle that did reach 100 %.
+pub fn spent_out(
+    counters: Arc<Counters>,
+    client: UpstreamClient,
+    outcomes: Family<AlertLabels, Counter>,
+    key: String,
+    target: Arc<AlertTarget>,
+) {
+    tokio::spawn(async move {
+        let Some(spent) = counters.mark_alert(&key, 100).await else {
+            return;
+        };
+        let result = send(&client, &target, 100, spent).await;
+        outcomes
+            .get_or_create(&AlertLabels {
+                budget: target.budget.to_string(),
+                threshold: 100,
+                result,
+            })
+            .inc();
+    });
+}
+
 async fn send(
     client: &UpstreamClient,
     target: &AlertTarget,

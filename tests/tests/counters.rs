@@ -1515,3 +1515,84 @@ async fn a_budget_alert_is_retried_until_it_lands_and_says_where_the_budget_stan
         0.0
     );
 }
+
+/// A budget that refuses or falls back for lack of money has crossed 100 % for its callers,
+/// though spend stops short of the amount (admission refuses what it cannot pay): the 100 %
+/// alert fires then, once per period across replicas, for a budget with a fallback and for
+/// one without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_100_percent_alert_fires_once_when_a_budget_first_refuses() {
+    let redis = RedisServer::start();
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let hook = Receiver::start().await;
+    let mut c = model_yaml("writer", "tokens:1000", &fake.base_url(), 0.0, 1000.0, "");
+    c += &model_yaml("cheap", "tokens:1000", &fake.base_url(), 0.0, 0.0, "");
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &key_yaml("product", PRODUCT, "pat", "product");
+    c += EVERYONE_EVERYTHING;
+    // $1 at $1000 per million output tokens, 300 tokens a call: 3 calls ($0.90), then the
+    // fourth cannot be paid.
+    for (name, team, fallback) in [
+        ("eng", "llm-engineering", "fallback: [cheap], "),
+        ("product", "product", ""),
+    ] {
+        c += &format!(
+            "---\napiVersion: llmgate.dev/v1alpha1\nkind: TeamBudget\nmetadata: {{name: {name}}}\nspec: {{team: {team}, amountUsd: 1, period: day, models: [writer], {fallback}alerts: {{thresholds: [50, 100], webhookUrl: \"{}\"}}}}\n",
+            hook.url()
+        );
+    }
+    let gws = start_replicas(
+        &c,
+        2,
+        &["--redis-url", &redis.url(), "--redis-timeout", PATIENT],
+    )
+    .await;
+    let body = json!({"model": "writer", "max_tokens": 300, "messages": [{"role": "user", "content": "w"}]});
+    for key in [ENG, PRODUCT] {
+        for i in 0..3 {
+            let r = chat(&gws[i % 2], key, body.clone()).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-llmgate-model"), "writer");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Spent: $0.90. Every further call, on either replica, is refused or falls back.
+        for i in 0..6 {
+            let r = chat(&gws[i % 2], key, body.clone()).await;
+            if key == ENG {
+                assert_eq!(r.status, 200);
+                assert_eq!(r.header("x-llmgate-model"), "cheap");
+            } else {
+                assert_eq!(r.status, 429);
+                assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.received().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", hook.received());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut fired: Vec<(String, u64, f64)> = hook
+        .received()
+        .iter()
+        .map(|a| {
+            (
+                a["team"].as_str().unwrap_or("").to_owned(),
+                a["threshold_percent"].as_u64().unwrap_or(0),
+                a["spent_usd"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    fired.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    assert_eq!(
+        fired,
+        vec![
+            ("llm-engineering".to_string(), 50, 0.6),
+            ("llm-engineering".to_string(), 100, 0.9),
+            ("product".to_string(), 50, 0.6),
+            ("product".to_string(), 100, 0.9),
+        ],
+        "each threshold once per team, whichever replica refused first"
+    );
+}

@@ -89,6 +89,19 @@ impl MemoryStore {
         }
     }
 
+    /// Marks `threshold` as alerted on the budget at `key`: its spend when this call marked it,
+    /// `None` when it already was (or there is no such budget).
+    pub fn mark_alert(&self, key: &str, threshold: u8) -> Option<i64> {
+        let mut cells = self.cells.lock_();
+        match cells.map.get_mut(key) {
+            Some(Cell::Budget(b)) if !b.alerted.contains(&threshold) => {
+                b.alerted.push(threshold);
+                Some(b.spent)
+            }
+            _ => None,
+        }
+    }
+
     /// Forgets everything (the local allowance after the shared store returns).
     pub fn clear(&self) {
         self.cells.lock_().map.clear();

@@ -280,6 +280,19 @@ impl Counters {
         }
     }
 
+    /// Marks a budget's `threshold` as alerted, once per period across replicas (the field a
+    /// settle crossing it sets): its spend when this call marked it. Best effort: `None` when
+    /// it was marked already or the store cannot say.
+    pub async fn mark_alert(&self, key: &str, threshold: u8) -> Option<i64> {
+        match &self.store {
+            Store::Memory(m) => m.mark_alert(key, threshold),
+            Store::Shared(r) if !self.is_degraded() => {
+                r.mark_alert(key, threshold).await.ok().flatten()
+            }
+            Store::Shared(_) => self.local.mark_alert(key, threshold),
+        }
+    }
+
     /// Items waiting to be replayed into Redis (for `/readyz`).
     pub fn journaled(&self) -> usize {
         self.journal.lock_().len()

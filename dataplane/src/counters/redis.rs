@@ -154,6 +154,26 @@ impl RedisStore {
         ))
     }
 
+    /// Marks `threshold` as alerted on the budget at `key` (the same `alert:<threshold>` field
+    /// a settle that crosses it sets): the budget's spend when this call set it, `None` when it
+    /// already was.
+    pub async fn mark_alert(&self, key: &str, threshold: u8) -> Result<Option<i64>, StoreError> {
+        let mut set = redis::cmd("HSETNX");
+        set.arg(key)
+            .arg(format!("alert:{threshold}"))
+            .arg(jiff::Timestamp::now().as_microsecond());
+        if !matches!(self.query(&set).await?, Value::Int(1)) {
+            return Ok(None);
+        }
+        let mut get = redis::cmd("HGET");
+        get.arg(key).arg("spent");
+        Ok(Some(match self.query(&get).await? {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).parse().unwrap_or(0),
+            Value::Int(n) => n,
+            _ => 0,
+        }))
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let r = self.query(&redis::cmd("PING")).await;
         if r.is_err() && self.is_cluster() {

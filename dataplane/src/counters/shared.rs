@@ -45,6 +45,14 @@ impl Shared {
         }
     }
 
+    pub async fn mark_alert(&self, key: &str, threshold: u8) -> Result<Option<i64>, StoreError> {
+        match self {
+            Shared::Redis(r) => r.mark_alert(key, threshold).await,
+            #[cfg(test)]
+            Shared::Fake(f) => f.call(|m| m.mark_alert(key, threshold)).await,
+        }
+    }
+
     pub async fn set_nx(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         match self {
             Shared::Redis(r) => r.set_nx(key, ttl_secs).await,

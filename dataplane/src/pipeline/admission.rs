@@ -180,7 +180,8 @@ pub async fn admit(
         Verdict::Admitted { candidate, states } => {
             let endpoint = kept[candidate];
             let checks = std::mem::take(&mut plan.candidates[candidate]);
-            let metas = &metas[candidate];
+            let all_metas = &metas;
+            let metas = &all_metas[candidate];
             let reserves_output = est.has_output
                 && metas.iter().any(|m| match m {
                     Meta::Rate { unit, .. } => *unit == Unit::Tokens,
@@ -235,6 +236,9 @@ pub async fn admit(
             }
             if endpoint != first {
                 let from = &rt.endpoints[first].model;
+                if let Some(&b) = first_budgets.first() {
+                    spent_out(gw, rt, caller, &plan, all_metas, b);
+                }
                 let by = first_budgets
                     .first()
                     .map(|&b| Arc::clone(&rt.budgets[b].id))
@@ -299,6 +303,15 @@ pub async fn admit(
             let Meta::Budget { budget, .. } = metas[candidate][check] else {
                 return Err(GatewayError::Internal("budget verdict on a rate".into()));
             };
+            // The model asked for could not be paid: its budget has run out for this caller.
+            let first_refused = if candidate == 0 {
+                Some(budget)
+            } else {
+                first_budgets.first().copied()
+            };
+            if let Some(b) = first_refused {
+                spent_out(gw, rt, caller, &plan, &metas, b);
+            }
             let b = &rt.budgets[budget];
             gw.metrics
                 .budget_exhausted
@@ -321,6 +334,43 @@ pub async fn admit(
             })
         }
     }
+}
+
+/// A budget of the model asked for refused: its 100 % alert, when it has one.
+fn spent_out(
+    gw: &Gateway,
+    rt: &Runtime,
+    caller: &Caller<'_>,
+    plan: &Plan,
+    metas: &[Vec<Meta>],
+    budget: usize,
+) {
+    let b = &rt.budgets[budget];
+    if !b.spec.alert_thresholds.contains(&100) {
+        return;
+    }
+    let Some((check, period)) =
+        plan.candidates[0]
+            .iter()
+            .zip(&metas[0])
+            .find_map(|(c, m)| match m {
+                Meta::Budget { budget: x, period } if *x == budget => Some((c, period)),
+                _ => None,
+            })
+    else {
+        return;
+    };
+    let team = caller.identity().team.as_deref().unwrap_or("-");
+    let Some(target) = b.alert_target(team, period) else {
+        return;
+    };
+    crate::alerts::spent_out(
+        Arc::clone(&gw.counters),
+        gw.clients.get(2_000),
+        gw.metrics.alerts.clone(),
+        check.key.clone(),
+        target,
+    );
 }
 
 /// The most restrictive requests and tokens counters, for the `x-ratelimit-*` headers.
