@@ -249,3 +249,45 @@ fn bounded_fields_are_refused_past_their_bounds_only() {
         }
     }
 }
+
+/// A Service replica without `port` takes the Service's only port; with several it must name
+/// one.
+#[test]
+fn a_service_without_a_named_port_needs_exactly_one() {
+    use llmgate_crds::{ServiceBackend, ServiceKey};
+    use std::collections::BTreeMap;
+    let yaml = "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: llama, namespace: ai}\nspec: {model: llama, provider: openai-compatible, replicas: [{service: {name: vllm}}]}\n";
+    let with_ports = |ports: &[(&str, u16)]| {
+        let mut r = resources(yaml);
+        r.services = Some(BTreeMap::from([(
+            ServiceKey {
+                namespace: "ai".into(),
+                name: "vllm".into(),
+            },
+            vec![ServiceBackend {
+                address: "10.1.0.7".into(),
+                ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+                target: Some("vllm-0".into()),
+            }],
+        )]));
+        compile(&r)
+    };
+    let c = with_ports(&[("http", 8000)]);
+    assert_eq!(c.errors, vec![]);
+    assert_eq!(
+        c.snapshot.endpoints[0].replicas[0].url,
+        "http://10.1.0.7:8000/v1"
+    );
+    let c = with_ports(&[("http", 8000), ("metrics", 9000)]);
+    let got: Vec<_> = c
+        .errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.reason))
+        .collect();
+    assert_eq!(got, vec![("spec.replicas[0].service.port", Reason::DanglingRef)]);
+    assert!(
+        c.errors[0].message.contains("several ports"),
+        "{}",
+        c.errors[0].message
+    );
+}
