@@ -546,6 +546,17 @@ async fn a_token_whose_idp_cannot_be_reached_is_a_503_until_it_can() {
     assert_eq!(r.header("retry-after"), "5");
     let audit = gw.audit_until(1).await;
     assert_eq!(audit[0]["error_reason"], "identity_provider_unavailable");
+    // /readyz says which provider and why; the replica itself stays ready (API keys work).
+    let ready = gw.readyz().await;
+    assert_eq!(ready["ready"], true);
+    let idp_state = &ready["identity_providers"][0];
+    assert_eq!(idp_state["provider"], "default/corp");
+    assert_eq!(idp_state["issuer"], idp.issuer.as_str());
+    assert_eq!(idp_state["keys"], 0);
+    assert!(
+        idp_state["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{ready}"
+    );
 
     // A token that does not even name a trusted issuer is still a plain 401.
     let now = jiff::Timestamp::now().as_second();
@@ -570,4 +581,8 @@ async fn a_token_whose_idp_cannot_be_reached_is_a_503_until_it_can() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let idp_state = &gw.readyz().await["identity_providers"][0];
+    assert_eq!(idp_state["keys"], 1);
+    assert_eq!(idp_state["error"], Value::Null);
+    assert!(idp_state["loaded_at"].is_string());
 }

@@ -284,7 +284,10 @@ fn a_service_without_a_named_port_needs_exactly_one() {
         .iter()
         .map(|e| (e.field.as_str(), e.reason))
         .collect();
-    assert_eq!(got, vec![("spec.replicas[0].service.port", Reason::DanglingRef)]);
+    assert_eq!(
+        got,
+        vec![("spec.replicas[0].service.port", Reason::DanglingRef)]
+    );
     assert!(
         c.errors[0].message.contains("several ports"),
         "{}",

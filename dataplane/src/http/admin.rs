@@ -44,6 +44,8 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             "journaled": gw.counters.journaled(),
             "warning": counters_warning(&gw),
         },
+        // Keys that cannot be fetched make that provider's tokens 503, not the replica unready.
+        "identity_providers": gw.runtime().verifiers.report(),
     });
     let status = if ready {
         StatusCode::OK

@@ -63,6 +63,17 @@ pub struct KeySet {
     scheduled: std::sync::atomic::AtomicBool,
     /// How many fetches dropped a key: tokens verified before must be verified again.
     removals: std::sync::atomic::AtomicU64,
+    /// The last fetch's outcome, for `/readyz`.
+    last: std::sync::Mutex<FetchState>,
+}
+
+/// When keys were last loaded, and why the latest fetch failed (if it did).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FetchState {
+    pub keys: usize,
+    pub loaded_at: Option<String>,
+    pub error: Option<String>,
+    pub failed_at: Option<String>,
 }
 
 impl KeySet {
@@ -77,7 +88,17 @@ impl KeySet {
             next_refresh: std::sync::Mutex::new(Instant::now() + refresh_every),
             scheduled: std::sync::atomic::AtomicBool::new(false),
             removals: std::sync::atomic::AtomicU64::new(0),
+            last: std::sync::Mutex::new(FetchState::default()),
         }
+    }
+
+    /// The last fetch's outcome.
+    pub fn state(&self) -> FetchState {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, f: impl FnOnce(&mut FetchState)) {
+        f(&mut self.last.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Loads the keys now and, the first time, starts the task that fetches them again when
@@ -160,10 +181,21 @@ impl KeySet {
                         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 }
                 self.set_due(next);
+                let n = kept.len();
+                self.record(|s| {
+                    s.keys = n;
+                    s.loaded_at = Some(jiff::Timestamp::now().to_string());
+                    s.error = None;
+                    s.failed_at = None;
+                });
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(discovery = %self.discovery, error = %e, "identity provider keys could not be fetched");
+                self.record(|s| {
+                    s.error = Some(e.clone());
+                    s.failed_at = Some(jiff::Timestamp::now().to_string());
+                });
                 self.set_due(RETRY_AFTER.min(self.refresh_every));
                 Err(TokenError::KeysUnavailable)
             }
@@ -466,6 +498,22 @@ impl Verifiers {
 
     pub fn is_empty(&self) -> bool {
         self.by_issuer.is_empty()
+    }
+
+    /// Per OIDC provider: its id, issuer and the state of its keys, for `/readyz`.
+    pub fn report(&self) -> Vec<serde_json::Value> {
+        let mut out: Vec<serde_json::Value> = self
+            .by_issuer
+            .iter()
+            .map(|(issuer, v)| {
+                let mut s = serde_json::to_value(v.keys.state()).unwrap_or_default();
+                s["provider"] = serde_json::Value::from(&*v.id);
+                s["issuer"] = serde_json::Value::from(issuer.as_str());
+                s
+            })
+            .collect();
+        out.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
+        out
     }
 
     /// The provider `namespace/name`, for the login routes.
