@@ -79,13 +79,9 @@ pub fn spent_out(
     });
 }
 
-async fn send(
-    client: &UpstreamClient,
-    target: &AlertTarget,
-    threshold: u8,
-    spent_micros: i64,
-) -> &'static str {
-    let body = json!({
+/// The webhook's JSON.
+fn payload(target: &AlertTarget, threshold: u8, spent_micros: i64) -> serde_json::Value {
+    json!({
         "type": "budget.threshold_crossed",
         "budget": target.budget,
         "team": target.team,
@@ -93,9 +89,19 @@ async fn send(
         "threshold_percent": threshold,
         "amount_usd": target.amount_usd,
         "spent_usd": spent_micros as f64 / 1e6,
-        "remaining_usd": (target.amount_usd - spent_micros as f64 / 1e6).max(0.0),
+        // In whole millionths, as budgets count: a float difference prints as 5.940000000000001.
+        "remaining_usd": ((target.amount_usd * 1e6).round() as i64 - spent_micros).max(0) as f64 / 1e6,
         "at": jiff::Timestamp::now().to_string(),
-    });
+    })
+}
+
+async fn send(
+    client: &UpstreamClient,
+    target: &AlertTarget,
+    threshold: u8,
+    spent_micros: i64,
+) -> &'static str {
+    let body = payload(target, threshold, spent_micros);
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let mut result = "failed";
     for attempt in 0..ATTEMPTS {
@@ -123,4 +129,27 @@ async fn send(
     }
     tracing::info!(budget = %target.budget, team = %target.team, threshold, result, "budget alert");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_to_the_millionth() {
+        let target = AlertTarget {
+            budget: Arc::from("default/product"),
+            team: "product".into(),
+            period: "2026-12-08".into(),
+            amount_usd: 30.0,
+            webhook: String::new(),
+        };
+        let p = payload(&target, 80, 24_060_000);
+        assert_eq!(p["spent_usd"], 24.06);
+        assert_eq!(
+            p["remaining_usd"], 5.94,
+            "not 30.0 - 24.06 = 5.940000000000001"
+        );
+        assert_eq!(payload(&target, 100, 31_000_000)["remaining_usd"], 0.0);
+    }
 }

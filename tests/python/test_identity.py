@@ -283,3 +283,25 @@ def test_a_login_started_on_one_replica_finishes_on_another(make_gateway, idp):
         opener.open(f"http://127.0.0.1:{port_b}/auth/callback/default/corp?code=abc&state={state}x", timeout=10)
     assert e.value.code == 400
     assert "does not match" in e.value.read().decode()
+
+
+def test_the_local_login_sample_works_as_its_comments_say(make_gateway, idp):
+    """config/local-login, on free ports instead of 9400 and 8080: log in as alice
+    (login_hint, no password), then call gpt-4 with the gateway token; pat may not."""
+    port = free_port()
+    issuer = idp(f"http://127.0.0.1:{port}/auth/callback/default/corp")
+    sample = REPO_ROOT / "config" / "local-login"
+    files = {
+        p.name: p.read_text().replace("http://127.0.0.1:9400", issuer).replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        for p in sample.glob("*.yaml")
+    }
+    gw = make_gateway(files, port=port, env={"GW_WEB_CLIENT_SECRET": "gw-web-secret", "GATEWAY_TOKENS_K1": TOKEN_KEY})
+    base = gw.base_url.removesuffix("/v1")
+    alice = login(base, "alice")
+    answer = gw.client(alice["access_token"]).chat.completions.create(
+        model="gpt-4", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content == "an answer from the gpt-4 mock"
+    pat = login(base, "pat")
+    with pytest.raises(openai.PermissionDeniedError):
+        gw.client(pat["access_token"]).chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])

@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn every_example_directory_compiles() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        for dir in ["quickstart", "samples"] {
+        for dir in ["quickstart", "samples", "local-login"] {
             let loaded = load(&ConfigSource::Dir(root.join(dir)), None)
                 .unwrap_or_else(|p| panic!("config/{dir} is invalid: {p:#?}"));
             assert!(
