@@ -311,10 +311,12 @@ async fn team_budgets_hold_across_three_replicas_and_fall_back_when_spent() {
     assert_eq!(fallbacks, fell_back as f64);
     assert_eq!(sent, 9.0);
 
-    // One admission call per request; settles go in batches.
+    // One admission call per request; settles go in batches (seen here: 87 to 196 settle
+    // calls for 450 settles, depending on load). At most 850: if fewer than 50 settles shared
+    // a call, batching is broken.
     let fcalls = redis.calls("fcall");
     assert!(
-        (450..=900).contains(&fcalls),
+        (451..=850).contains(&fcalls),
         "{fcalls} FCALLs for 450 requests"
     );
 }
