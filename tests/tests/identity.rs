@@ -586,3 +586,27 @@ async fn a_token_whose_idp_cannot_be_reached_is_a_503_until_it_can() {
     assert_eq!(idp_state["error"], Value::Null);
     assert!(idp_state["loaded_at"].is_string());
 }
+
+/// README: a token's team is its `teams.claim`, else the first `fromGroups` rule that matches
+/// (in the rule's order), else `serviceAccounts`. alice is in ml-eng and product; the claim
+/// wins, and without it the first rule does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_team_is_its_claim_then_the_first_group_rule() {
+    let idp = Idp::start(&["k1"], &users());
+    let cfg = config(&idp.issuer).replace("  teams:\n", "  teams:\n    claim: team\n");
+    let gw = Gateway::start(&cfg, &[]).await;
+    let mut claims = user_claims(&idp, "alice");
+    claims["groups"] = json!(["product", "ml-eng"]);
+    let grouped = idp.sign("k1", &claims);
+    claims["team"] = json!("research");
+    let claimed = idp.sign("k1", &claims);
+    assert_eq!(chat(&gw, &claimed, "llama-3").await.status, 200);
+    assert_eq!(chat(&gw, &grouped, "llama-3").await.status, 200);
+    let audit = gw.audit_until(2).await;
+    let teams: Vec<&str> = audit
+        .iter()
+        .map(|r| r["team"].as_str().unwrap_or(""))
+        .collect();
+    // ml-eng is the first rule of the provider, though product comes first in the token.
+    assert_eq!(teams, ["research", "llm-engineering"]);
+}
