@@ -442,6 +442,12 @@ pub(crate) mod tests {
             Verdict::Admitted { candidate: 0, .. }
         ));
         assert_eq!(s.budget_state("b"), Some((30, 60)));
+        // A threshold the settle fired is not fired again by hand; one it did not is, once,
+        // with the spend; a budget never seen has nothing to mark.
+        assert_eq!(s.mark_alert("b", 25), None);
+        assert_eq!(s.mark_alert("b", 100), Some(30));
+        assert_eq!(s.mark_alert("b", 100), None);
+        assert_eq!(s.mark_alert("nowhere", 100), None);
         // Its holder never settles: after the hold the reservation is gone.
         let only = plan("d", vec![vec![budget("b", 100, 70, 1_000)]]);
         assert!(matches!(
