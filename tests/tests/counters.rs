@@ -1598,3 +1598,42 @@ async fn the_100_percent_alert_fires_once_when_a_budget_first_refuses() {
         "each threshold once per team, whichever replica refused first"
     );
 }
+
+/// With two request limits on one call, the `x-ratelimit-*` headers show the tightest, and the
+/// one that refuses is named in the 429 and the audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_headers_show_the_tightest_limit() {
+    let mut c = String::from(
+        "apiVersion: llmgate.dev/v1alpha1\nkind: ModelEndpoint\nmetadata: {name: m}\nspec: {model: m, provider: mock}\n",
+    );
+    c += &key_yaml("eng", ENG, "ada", "llm-engineering");
+    c += &EVERYONE_EVERYTHING.replace(
+        "      models: [\"*\"]\n",
+        "      models: [\"*\"]\n  rateLimits:\n    - {name: team-wide, per: [team], window: hour, requests: 50}\n    - {name: per-user, per: [user], window: hour, requests: 5}\n",
+    );
+    let gw = Gateway::start(&c, &[]).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for left in (0..5).rev() {
+        let r = chat(&gw, ENG, body.clone()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-ratelimit-limit-requests"), "5");
+        assert_eq!(r.header("x-ratelimit-remaining-requests"), left.to_string());
+    }
+    let r = chat(&gw, ENG, body).await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("default/everyone#per-user"),
+        "{:?}",
+        r.json()
+    );
+    let audit = gw.audit_until(6).await;
+    assert_eq!(audit[5]["rate_limit"], "default/everyone#per-user");
+    let retry: u64 = r.header("retry-after").parse().expect("retry-after");
+    assert!(
+        (715..=720).contains(&retry),
+        "5 an hour: one every 720 s, {retry}"
+    );
+}
