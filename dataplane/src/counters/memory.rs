@@ -75,7 +75,10 @@ impl MemoryStore {
 
     /// Sets `key` for `ttl_secs` unless it is set: whether it was new.
     pub fn set_nx(&self, key: &str, ttl_secs: u64) -> bool {
-        let now = now_us();
+        self.set_nx_at(key, ttl_secs, now_us())
+    }
+
+    fn set_nx_at(&self, key: &str, ttl_secs: u64, now: u64) -> bool {
         let mut cells = self.cells.lock_();
         match cells.map.get(key) {
             Some(Cell::Tat(until)) if *until > now as f64 => false,
@@ -394,6 +397,18 @@ pub(crate) mod tests {
             s.admit_at(&p, T0 + 20_000_000),
             Verdict::Admitted { .. }
         ));
+    }
+
+    /// The replay guard: a key is taken once until its time to live has passed.
+    #[test]
+    fn a_key_set_if_absent_is_taken_once_until_it_expires() {
+        let s = MemoryStore::default();
+        assert!(s.set_nx_at("once:a", 10, T0));
+        assert!(!s.set_nx_at("once:a", 10, T0));
+        assert!(!s.set_nx_at("once:a", 10, T0 + 9_999_999));
+        assert!(s.set_nx_at("once:b", 10, T0), "another key is free");
+        assert!(s.set_nx_at("once:a", 10, T0 + 10_000_000), "expired after 10 s");
+        assert!(!s.set_nx_at("once:a", 10, T0 + 10_000_001));
     }
 
     #[test]
