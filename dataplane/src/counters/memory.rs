@@ -388,11 +388,17 @@ pub(crate) mod tests {
             };
             assert_eq!(states[0].remaining, left);
         }
-        let Verdict::RateLimited { retry_after_us, .. } = s.admit_at(&p, T0) else {
+        let Verdict::RateLimited {
+            retry_after_us,
+            state,
+            ..
+        } = s.admit_at(&p, T0)
+        else {
             panic!("limited")
         };
-        // One unit every 20 s.
+        // One unit every 20 s; the counter is full again 60 s after three at once.
         assert_eq!(retry_after_us, 20_000_000);
+        assert_eq!((state.remaining, state.reset_us), (0, 60_000_000));
         assert!(matches!(
             s.admit_at(&p, T0 + 20_000_000),
             Verdict::Admitted { .. }
