@@ -413,8 +413,14 @@ pub(crate) mod tests {
         assert!(!s.set_nx_at("once:a", 10, T0));
         assert!(!s.set_nx_at("once:a", 10, T0 + 9_999_999));
         assert!(s.set_nx_at("once:b", 10, T0), "another key is free");
-        assert!(s.set_nx_at("once:a", 10, T0 + 10_000_000), "expired after 10 s");
+        assert!(
+            s.set_nx_at("once:a", 10, T0 + 10_000_000),
+            "expired after 10 s"
+        );
         assert!(!s.set_nx_at("once:a", 10, T0 + 10_000_001));
+        // The same through the clock.
+        assert!(s.set_nx("once:c", 10));
+        assert!(!s.set_nx("once:c", 10));
     }
 
     #[test]
