@@ -499,7 +499,33 @@ pub(crate) mod tests {
             });
         }
         let p = plan("a", vec![vec![b.clone()]]);
-        // 90 fits in full.
+        // 90 fits in full, and is not marked clamped even with exactly 90 left.
+        let exact = MemoryStore::default();
+        exact.settle_at(
+            &[SettleItem::Budget {
+                tag: Arc::from("t"),
+                key: "b".into(),
+                holds_key: "b:holds".into(),
+                rid: String::new(),
+                held: 0,
+                actual: 10,
+                limit: 100,
+                thresholds: vec![],
+                expire_at_ms: i64::MAX,
+                alert: None,
+                once: None,
+            }],
+            T0,
+        );
+        let Verdict::Admitted { states, .. } = exact.admit_at(&p, T0) else {
+            panic!("admitted in full")
+        };
+        assert_eq!(states[0].clamped, None);
+        assert_eq!(
+            exact.budget_state("b"),
+            Some((10, 90)),
+            "exactly all that was left"
+        );
         assert!(matches!(s.admit_at(&p, T0), Verdict::Admitted { .. }));
         // 10 left: (10 - 10) / 2 = 0 tokens < 5, refused.
         assert!(matches!(
