@@ -3,6 +3,8 @@
 //!
 //!     UPDATE_CRDS=1 cargo test -p llmgate-crds --features kube --test crd_manifests
 
+mod common;
+
 use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -27,21 +29,9 @@ fn chart_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/llmgate/crds")
 }
 
-/// Whether `var` asks to rewrite the expected file; never in CI, where a rewrite would make the
-/// comparison pass whatever changed.
-fn rewrite_requested(var: &str) -> bool {
-    let set = std::env::var_os(var).is_some();
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !(set && ci),
-        "{var} is set in CI: expected files are compared there, never rewritten"
-    );
-    set
-}
-
 #[test]
 fn crd_yaml_is_up_to_date() {
-    let update = rewrite_requested("UPDATE_CRDS");
+    let update = common::rewrite_requested("UPDATE_CRDS");
     for crd in crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let path = chart_dir().join(format!("{name}.yaml"));

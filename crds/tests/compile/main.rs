@@ -3,6 +3,8 @@
 //! Tests of the whole configuration here; tests of one kind in the file named for it, as in
 //! `crds/src/compile/`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod identity;
 mod limits_and_budgets;
 mod model_endpoint;
@@ -384,18 +386,6 @@ spec:
 
 /// The whole compiled snapshot of BASE, pinned in `tests/golden/base.snapshot.json`: any change
 /// in what compile produces shows up in review. Regenerate with
-/// Whether `var` asks to rewrite the expected file; never in CI, where a rewrite would make the
-/// comparison pass whatever changed.
-fn rewrite_requested(var: &str) -> bool {
-    let set = std::env::var_os(var).is_some();
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !(set && ci),
-        "{var} is set in CI: expected files are compared there, never rewritten"
-    );
-    set
-}
-
 /// `UPDATE_GOLDEN=1 cargo test -p llmgate-crds --test compile`.
 #[test]
 fn compiled_snapshot_matches_the_golden_file() {
@@ -407,7 +397,7 @@ fn compiled_snapshot_matches_the_golden_file() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/golden/base.snapshot.json"
     );
-    if rewrite_requested("UPDATE_GOLDEN") {
+    if common::rewrite_requested("UPDATE_GOLDEN") {
         std::fs::write(path, &generated).expect("write golden file");
     }
     let golden = std::fs::read_to_string(path).unwrap_or_default();
