@@ -338,6 +338,23 @@ pub(crate) mod tests {
     use super::super::{Clamp, release_item};
     use super::*;
 
+    /// A plain charge of `actual` to budget `key` (limit 100), with no reservation behind it.
+    fn charge(key: &str, actual: u64) -> SettleItem {
+        SettleItem::Budget {
+            tag: Arc::from("t"),
+            key: key.into(),
+            holds_key: format!("{key}:holds"),
+            rid: String::new(),
+            held: 0,
+            actual,
+            limit: 100,
+            thresholds: vec![],
+            expire_at_ms: i64::MAX,
+            alert: None,
+            once: None,
+        }
+    }
+
     pub fn rate(key: &str, limit: u64, cost: u64) -> Check {
         Check {
             tag: Arc::from("t"),
@@ -501,22 +518,7 @@ pub(crate) mod tests {
         let p = plan("a", vec![vec![b.clone()]]);
         // 90 fits in full, and is not marked clamped even with exactly 90 left.
         let exact = MemoryStore::default();
-        exact.settle_at(
-            &[SettleItem::Budget {
-                tag: Arc::from("t"),
-                key: "b".into(),
-                holds_key: "b:holds".into(),
-                rid: String::new(),
-                held: 0,
-                actual: 10,
-                limit: 100,
-                thresholds: vec![],
-                expire_at_ms: i64::MAX,
-                alert: None,
-                once: None,
-            }],
-            T0,
-        );
+        exact.settle_at(&[charge("b", 10)], T0);
         let Verdict::Admitted { states, .. } = exact.admit_at(&p, T0) else {
             panic!("admitted in full")
         };
@@ -534,22 +536,7 @@ pub(crate) mod tests {
         ));
         // After the first settles at 60, 40 left: (40 - 10) / 2 = 15 tokens for 40.
         s.settle_at(&[release_item(&b, "a", None)], T0);
-        s.settle_at(
-            &[SettleItem::Budget {
-                tag: Arc::from("t"),
-                key: "b".into(),
-                holds_key: "b:holds".into(),
-                rid: String::new(),
-                held: 0,
-                actual: 60,
-                limit: 100,
-                thresholds: vec![],
-                expire_at_ms: i64::MAX,
-                alert: None,
-                once: None,
-            }],
-            T0,
-        );
+        s.settle_at(&[charge("b", 60)], T0);
         let Verdict::Admitted { states, .. } = s.admit_at(&plan("c", vec![vec![b]]), T0) else {
             panic!("clamped admission")
         };
