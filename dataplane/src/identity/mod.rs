@@ -14,6 +14,7 @@ pub mod login;
 pub mod oidc;
 pub mod saml;
 pub mod token;
+pub mod xmldsig;
 
 use std::sync::Arc;
 

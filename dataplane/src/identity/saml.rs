@@ -1,9 +1,9 @@
 //! llmgate as a SAML 2.0 service provider: SP-initiated login (HTTP-Redirect `AuthnRequest`),
 //! the assertion consumer service (HTTP-POST `Response`), and SP metadata.
 //!
-//! XML signatures are verified by `bergshamra` (pure-Rust XML-DSig with exclusive C14N, only
-//! the IdP's certificates from its metadata trusted, duplicate IDs refused); the SAML rules are
-//! ours, checked on the *same parsed document* the signature was verified on, so the assertion
+//! XML signatures are verified by [`super::xmldsig`] (exclusive C14N by `bergshamra-c14n`,
+//! digests and signatures by `ring`, only the keys of the IdP's metadata certificates trusted,
+//! duplicate IDs refused); the SAML rules are checked on the *same parsed document* the signature was verified on, so the assertion
 //! consumed is exactly the element a valid signature covers (no signature wrapping):
 //!
 //! - the Response is a success, addressed (`Destination`) to our ACS;
@@ -28,11 +28,11 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use base64::Engine;
-use bergshamra::{DsigContext, KeysManager, VerifyResult};
 use llmgate_snapshot::{IdentityProvider, Principal, Saml};
 use uppsala::{Document, NodeId};
 
 use super::TokenIdentity;
+use super::xmldsig::{self, DIGEST_METHODS, SIGNATURE_METHODS, TrustedKey};
 
 const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -79,19 +79,27 @@ pub struct ServiceProvider {
     pub spec: IdentityProvider,
     pub saml: Saml,
     pub id: String,
-    certs: Vec<Vec<u8>>,
+    keys: Vec<TrustedKey>,
 }
 
 impl ServiceProvider {
     pub fn build(spec: &IdentityProvider, saml: &Saml) -> ServiceProvider {
         let b64 = base64::engine::general_purpose::STANDARD;
+        let id = format!("{}/{}", spec.source.namespace, spec.source.name);
+        let keys = saml
+            .signing_certs
+            .iter()
+            .filter_map(|c| {
+                let key = b64.decode(c).ok().and_then(|der| TrustedKey::from_certificate(&der));
+                if key.is_none() {
+                    tracing::warn!(idp = %id, "a signing certificate of the IdP's metadata has no RSA, P-256 or P-384 key; it is not trusted");
+                }
+                key
+            })
+            .collect();
         ServiceProvider {
-            id: format!("{}/{}", spec.source.namespace, spec.source.name),
-            certs: saml
-                .signing_certs
-                .iter()
-                .filter_map(|c| b64.decode(c).ok())
-                .collect(),
+            id,
+            keys,
             spec: spec.clone(),
             saml: saml.clone(),
         }
@@ -178,30 +186,16 @@ impl ServiceProvider {
             tracing::debug!(idp = %self.id, why, "SAML response refused before verification");
             return Err(SamlError::Signature);
         }
-        let mut km = KeysManager::new();
-        for der in &self.certs {
-            if let Ok(k) = bergshamra::keys::loader::load_x509_cert_der(der) {
-                km.add_key(k);
-            }
+        if !xmldsig::ids_are_unique(&doc) {
+            tracing::debug!(idp = %self.id, "SAML response refused: an ID is repeated");
+            return Err(SamlError::Signature);
         }
-        let ctx = DsigContext::new(km);
-        let results =
-            bergshamra::dsig::verify::verify_all_document_with_source(&ctx, &doc, Some(&xml))
-                .map_err(|e| {
-                    tracing::debug!(idp = %self.id, error = %e, "SAML signature refused");
-                    SamlError::Signature
-                })?;
-        let mut covered: Vec<NodeId> = Vec::new();
-        for r in &results {
-            match r {
-                VerifyResult::Valid { references, .. } => covered.extend(
-                    references
-                        .iter()
-                        .filter(|r| r.digest_verified)
-                        .filter_map(|r| r.resolved_node),
-                ),
-                VerifyResult::Invalid { reason } => {
-                    tracing::debug!(idp = %self.id, reason, "SAML signature refused");
+        let mut covered: Vec<NodeId> = Vec::with_capacity(MAX_SIGNATURES);
+        for sig in doc.get_elements_by_tag_name_ns(DSIG, "Signature") {
+            match xmldsig::verify(&doc, sig, &self.keys) {
+                Ok(signed) => covered.push(signed),
+                Err(why) => {
+                    tracing::debug!(idp = %self.id, %why, "SAML signature refused");
                     return Err(SamlError::Signature);
                 }
             }
@@ -334,20 +328,6 @@ impl ServiceProvider {
 const DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
-/// SHA-1 is refused: collisions are practical, and every current IdP signs with SHA-2.
-const SIGNATURE_METHODS: [&str; 6] = [
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
-];
-const DIGEST_METHODS: [&str; 3] = [
-    "http://www.w3.org/2001/04/xmlenc#sha256",
-    "http://www.w3.org/2001/04/xmldsig-more#sha384",
-    "http://www.w3.org/2001/04/xmlenc#sha512",
-];
 /// The most signatures a SAML response carries: one on the Response, one on its Assertion.
 const MAX_SIGNATURES: usize = 2;
 
