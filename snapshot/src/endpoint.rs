@@ -56,6 +56,8 @@ pub enum Provider {
     OpenAi,
     /// Self-hosted servers speaking the OpenAI API: vLLM, TGI, llama.cpp, Ollama.
     OpenAiCompatible,
+    /// Anthropic's Messages API (api.anthropic.com, or a server speaking it).
+    Anthropic,
     /// The built-in deterministic model: no network, for demos, tests and load tests.
     Mock(MockModel),
 }
@@ -65,6 +67,7 @@ impl Provider {
         match self {
             Provider::OpenAi => "openai",
             Provider::OpenAiCompatible => "openai-compatible",
+            Provider::Anthropic => "anthropic",
             Provider::Mock(_) => "mock",
         }
     }

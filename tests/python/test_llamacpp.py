@@ -1,5 +1,6 @@
 """A real model behind the gateway: Gemma-3-270M on llama.cpp, as an `openai-compatible`
-ModelEndpoint with two replicas, one of which is dead.
+ModelEndpoint with two replicas, one of which is dead, and as an `anthropic` ModelEndpoint: the
+same server's Anthropic Messages API, a real server of that protocol.
 
 Gemma-3-270M is a base model: the tests check shape, usage and determinism, never the text.
 The model makes ~10 tokens/s on one CPU thread, so the module sends only a few short requests.
@@ -39,6 +40,18 @@ def gemma_gateway(bin_dir: Path, llamacpp_server: LlamaCpp, tmp_path_factory) ->
               timeouts: {{connect: 1s, firstByte: 60s, total: 120s}}
               failover: {{maxAttempts: 2}}
               pricing: {{inputPerMillion: 0.1, outputPerMillion: 0.4}}
+            ---
+            apiVersion: llmgate.dev/v1alpha1
+            kind: ModelEndpoint
+            metadata: {{name: gemma-anthropic}}
+            spec:
+              model: gemma-anthropic
+              provider: anthropic
+              upstreamModel: {LLAMACPP_MODEL_ALIAS}
+              replicas: [{{url: "{llamacpp_server.base_url}", name: llama-messages}}]
+              credentials: {{apiKey: {{secretRef: {{name: llama, key: api-key}}}}}}
+              timeouts: {{connect: 1s, firstByte: 60s, total: 120s}}
+              maxOutputTokens: {MAX_TOKENS}
             ---
             apiVersion: llmgate.dev/v1alpha1
             kind: ApiKey
@@ -87,7 +100,7 @@ def check_usage(usage) -> None:
 
 
 def test_models_list(client: openai.OpenAI):
-    assert [m.id for m in client.models.list()] == ["gemma"]
+    assert sorted(m.id for m in client.models.list()) == ["gemma", "gemma-anthropic"]
 
 
 def test_non_streaming_is_deterministic(gemma_gateway: Gateway, client: openai.OpenAI, first_answer):
@@ -187,3 +200,42 @@ def test_failover_past_dead_replica(gemma_gateway: Gateway, client: openai.OpenA
     failed = metric_value(body.decode(), "llmgate_upstream_attempts_total", replica="dead-0", outcome="connect_error")
     retried = sum(1 for r in all_records if (r.get("attempts") or 1) >= 2)
     assert failed >= retried >= 1, f"{failed} failed attempts on the dead replica counted, {retried} retried requests"
+
+
+def test_the_anthropic_protocol_of_a_real_server(gemma_gateway: Gateway, client: openai.OpenAI):
+    """OpenAI chat in, Anthropic Messages to llama.cpp (`x-api-key`, `anthropic-version`,
+    `max_tokens` from the model's maximum as the caller sets none), OpenAI out; the stream is
+    translated event by event and carries the same text and the usage chunk."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="gemma-anthropic", messages=[{"role": "system", "content": "You are brief."}, *PROMPT], temperature=0
+    )
+    answer = raw.parse()
+    assert raw.headers.get("x-llmgate-model") == "gemma-anthropic"
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].message.content, "the model produced no text"
+    assert answer.choices[0].finish_reason in ("length", "stop")
+    check_usage(answer.usage)
+
+    chunks = list(
+        client.chat.completions.create(
+            model="gemma-anthropic",
+            messages=[{"role": "system", "content": "You are brief."}, *PROMPT],
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer.choices[0].message.content
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == [answer.choices[0].finish_reason]
+    assert chunks[-1].choices == []
+    check_usage(chunks[-1].usage)
+    assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+
+    (record,) = gemma_gateway.audit_records([raw.headers["x-request-id"]], timeout=10)[raw.headers["x-request-id"]]
+    assert record.get("status") == 200, record
+    assert record.get("replica") == "llama-messages", record
+    assert (record.get("usage") or {}).get("completion_tokens") == answer.usage.completion_tokens, record

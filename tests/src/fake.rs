@@ -22,7 +22,8 @@
 //! | anything else | `echo: <last user message>`, one word per chunk |
 //!
 //! With `tools` in the request the reply is a call of the first tool (streamed as fragments
-//! when streaming). `GET /_fake/stats` returns the counters in [`Stats`].
+//! when streaming). `GET /_fake/stats` returns the counters in [`Stats`]. The same server
+//! speaks Anthropic's Messages API at `/v1/messages` ([`crate::fake_anthropic`]).
 
 // Early-returned error responses read better than boxed ones in a test peer.
 #![allow(clippy::result_large_err)]
@@ -109,10 +110,10 @@ pub fn asked_tokens(req: &Value) -> u64 {
     per_choice.unwrap_or(BILL_ASKED_CONTEXT) * choices
 }
 
-struct Shared {
-    api_key: String,
-    stats: Arc<Stats>,
-    last_request: std::sync::Mutex<Value>,
+pub(crate) struct Shared {
+    pub(crate) api_key: String,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) last_request: std::sync::Mutex<Value>,
     /// A behaviour of the table that overrides the model id's.
     behave_as: std::sync::Mutex<Option<String>>,
 }
@@ -215,7 +216,7 @@ impl Shared {
     }
 
     /// The behaviour for a request for `model`.
-    fn behaviour_for(&self, model: &str) -> String {
+    pub(crate) fn behaviour_for(&self, model: &str) -> String {
         self.behave_as
             .lock()
             .ok()
@@ -228,6 +229,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(crate::fake_anthropic::messages))
         .route("/v1/models", get(models))
         .route("/_fake/stats", get(stats))
         .route("/_fake/behaviour", post(set_behaviour))

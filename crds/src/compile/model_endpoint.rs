@@ -73,6 +73,7 @@ fn compile_endpoint(
     let provider = match spec.provider {
         ProviderKind::OpenAi => Provider::OpenAi,
         ProviderKind::OpenAiCompatible => Provider::OpenAiCompatible,
+        ProviderKind::Anthropic => Provider::Anthropic,
         ProviderKind::Mock => Provider::Mock(compile_mock(spec.mock.as_ref(), errs)),
     };
     if spec.mock.is_some() && spec.provider != ProviderKind::Mock {
@@ -94,6 +95,10 @@ fn compile_endpoint(
         ProviderKind::OpenAi if spec.replicas.is_empty() => replicas.push(snap::Replica {
             name: "api.openai.com".into(),
             url: "https://api.openai.com/v1".into(),
+        }),
+        ProviderKind::Anthropic if spec.replicas.is_empty() => replicas.push(snap::Replica {
+            name: "api.anthropic.com".into(),
+            url: "https://api.anthropic.com".into(),
         }),
         ProviderKind::OpenAiCompatible if spec.replicas.is_empty() => errs.push(
             "spec.replicas",
@@ -146,6 +151,14 @@ fn compile_endpoint(
                 "spec.credentials",
                 Reason::Invalid,
                 "provider openai needs credentials.apiKey.secretRef",
+            );
+            None
+        }
+        None if spec.provider == ProviderKind::Anthropic && spec.replicas.is_empty() => {
+            errs.push(
+                "spec.credentials",
+                Reason::Invalid,
+                "provider anthropic needs credentials.apiKey.secretRef for api.anthropic.com",
             );
             None
         }

@@ -30,6 +30,7 @@ use super::SecretValueRef;
     {"rule": "self.provider != 'mock' || !has(self.replicas) || size(self.replicas) == 0", "message": "the mock provider runs inside the gateway and takes no replicas"},
     {"rule": "self.provider != 'openai-compatible' || (has(self.replicas) && size(self.replicas) > 0)", "message": "openai-compatible needs at least one replica URL"},
     {"rule": "self.provider != 'openai' || has(self.credentials)", "message": "provider openai needs credentials.apiKey.secretRef"},
+    {"rule": "self.provider != 'anthropic' || has(self.credentials) || (has(self.replicas) && size(self.replicas) > 0)", "message": "provider anthropic needs credentials.apiKey.secretRef for api.anthropic.com"},
     {"rule": "!has(self.mock) || self.provider == 'mock'", "message": "mock settings are only valid with provider: mock"},
 ]))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -43,8 +44,9 @@ pub struct ModelEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub upstream_model: Option<String>,
-    /// Upstream base URLs (the OpenAI SDK's `base_url`, ending in `/v1`). `openai` defaults to
-    /// `https://api.openai.com/v1`; `mock` takes none.
+    /// Upstream base URLs (the OpenAI SDK's `base_url`, ending in `/v1`; for `anthropic` the
+    /// Anthropic SDK's, with or without `/v1`). `openai` defaults to `https://api.openai.com/v1`,
+    /// `anthropic` to `https://api.anthropic.com`; `mock` takes none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub replicas: Vec<ReplicaSpec>,
@@ -75,6 +77,9 @@ pub enum ProviderKind {
     OpenAi,
     #[serde(rename = "openai-compatible")]
     OpenAiCompatible,
+    /// Anthropic's Messages API; the key goes in `x-api-key`.
+    #[serde(rename = "anthropic")]
+    Anthropic,
     #[serde(rename = "mock")]
     Mock,
 }

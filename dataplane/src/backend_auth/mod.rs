@@ -7,9 +7,9 @@
 //! its cache.
 
 use bytes::Bytes;
-use http::{HeaderValue, header};
+use http::{HeaderName, HeaderValue, header};
 use http_body_util::Full;
-use llmgate_snapshot::Endpoint;
+use llmgate_snapshot::{Endpoint, Provider};
 
 use crate::error::GatewayError;
 
@@ -20,6 +20,8 @@ pub enum BackendAuth {
     /// `Authorization: Bearer <key>`, the header built once and marked sensitive so it never
     /// reaches a log.
     Bearer(HeaderValue),
+    /// The key in a header of its own (Anthropic's `x-api-key`), also marked sensitive.
+    Header(HeaderName, HeaderValue),
     /// The configured key cannot be sent as a header (a control character in the secret);
     /// every attempt fails with this, as the key would be refused anyway.
     Invalid,
@@ -27,15 +29,24 @@ pub enum BackendAuth {
 
 impl BackendAuth {
     pub fn build(ep: &Endpoint) -> BackendAuth {
-        match &ep.api_key {
-            None => BackendAuth::None,
-            Some(key) => match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    BackendAuth::Bearer(v)
+        let Some(key) = &ep.api_key else {
+            return BackendAuth::None;
+        };
+        let value = match ep.provider {
+            Provider::Anthropic => HeaderValue::from_str(key.expose()),
+            _ => HeaderValue::from_str(&format!("Bearer {}", key.expose())),
+        };
+        match value {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                match ep.provider {
+                    Provider::Anthropic => {
+                        BackendAuth::Header(HeaderName::from_static("x-api-key"), v)
+                    }
+                    _ => BackendAuth::Bearer(v),
                 }
-                Err(_) => BackendAuth::Invalid,
-            },
+            }
+            Err(_) => BackendAuth::Invalid,
         }
     }
 
@@ -45,6 +56,10 @@ impl BackendAuth {
             BackendAuth::None => Ok(()),
             BackendAuth::Bearer(v) => {
                 req.headers_mut().insert(header::AUTHORIZATION, v.clone());
+                Ok(())
+            }
+            BackendAuth::Header(name, v) => {
+                req.headers_mut().insert(name.clone(), v.clone());
                 Ok(())
             }
             BackendAuth::Invalid => Err(GatewayError::Internal(

@@ -281,6 +281,13 @@ impl<'a> ChatRequest<'a> {
         self.messages
     }
 
+    /// A top-level field parsed, for providers that translate the request.
+    pub fn field(&self, key: &str) -> Option<Value> {
+        self.body
+            .get(key)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
     pub fn tools_raw(&self) -> Option<&'a RawValue> {
         self.body.get("tools")
     }

@@ -190,7 +190,8 @@ async fn chat_stages(
                 Ok(Reply::Stream(
                     Source::Upstream {
                         body,
-                        translator: adapter.chat_stream(wants_usage),
+                        translator: adapter
+                            .chat_stream(wants_usage, jiff::Timestamp::now().as_second()),
                         _in_flight: answer.in_flight,
                     },
                     answer.deadline,
@@ -198,7 +199,7 @@ async fn chat_stages(
             } else {
                 let bytes = upstream::read_body(body, answer.deadline, &ep.spec.model).await?;
                 ctx.first_token();
-                let t = adapter.chat_response(bytes)?;
+                let t = adapter.chat_response(bytes, jiff::Timestamp::now().as_second())?;
                 ctx.usage(t.usage, t.model.as_deref());
                 Ok(Reply::Full(t.body))
             }

@@ -5,6 +5,7 @@
 //! implementation, not a change to the pipeline. The built-in mock model needs no network and
 //! is served by [`mock`] directly.
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai;
 
@@ -79,7 +80,8 @@ pub trait HttpAdapter: Send + Sync {
         request_id: &str,
         body: Bytes,
     ) -> Result<http::Request<Full<Bytes>>, GatewayError>;
-    fn chat_response(&self, body: Bytes) -> Result<Translated, GatewayError>;
+    /// `created` is the completion's Unix time, for protocols whose answers carry none.
+    fn chat_response(&self, body: Bytes, created: i64) -> Result<Translated, GatewayError>;
     fn embeddings_response(
         &self,
         body: Bytes,
@@ -87,7 +89,7 @@ pub trait HttpAdapter: Send + Sync {
     ) -> Result<Translated, GatewayError>;
     /// An upstream error status and body, as the error the caller sees.
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GatewayError;
-    fn chat_stream(&self, client_wants_usage: bool) -> Box<dyn StreamTranslator>;
+    fn chat_stream(&self, client_wants_usage: bool, created: i64) -> Box<dyn StreamTranslator>;
 }
 
 /// How an endpoint is served.
@@ -103,6 +105,7 @@ pub fn build(ep: &Endpoint) -> Serving<'_> {
     match &ep.provider {
         Provider::OpenAi => Serving::Http(Arc::new(openai::OpenAi { compatible: false })),
         Provider::OpenAiCompatible => Serving::Http(Arc::new(openai::OpenAi { compatible: true })),
+        Provider::Anthropic => Serving::Http(Arc::new(anthropic::Anthropic)),
         Provider::Mock(m) => Serving::Mock(m),
     }
 }

@@ -104,7 +104,7 @@ impl HttpAdapter for OpenAi {
             .map_err(|e| GatewayError::Internal(format!("build upstream request: {e}")))
     }
 
-    fn chat_response(&self, body: Bytes) -> Result<Translated, GatewayError> {
+    fn chat_response(&self, body: Bytes, _created: i64) -> Result<Translated, GatewayError> {
         let view: ResponseView = serde_json::from_slice(&body)
             .map_err(|e| GatewayError::BadUpstreamResponse(format!("chat completion: {e}")))?;
         Ok(Translated {
@@ -151,7 +151,7 @@ impl HttpAdapter for OpenAi {
         upstream_error(status, headers, body)
     }
 
-    fn chat_stream(&self, client_wants_usage: bool) -> Box<dyn StreamTranslator> {
+    fn chat_stream(&self, client_wants_usage: bool, _created: i64) -> Box<dyn StreamTranslator> {
         Box::new(OpenAiStream {
             splitter: EventSplitter::default(),
             client_wants_usage,
@@ -403,7 +403,7 @@ mod tests {
     );
 
     fn relay(wants_usage: bool, chunk_size: usize) -> (String, Box<dyn StreamTranslator>) {
-        let mut t = (OpenAi { compatible: false }).chat_stream(wants_usage);
+        let mut t = (OpenAi { compatible: false }).chat_stream(wants_usage, 0);
         let mut out = Vec::new();
         for c in UPSTREAM.as_bytes().chunks(chunk_size) {
             t.feed(c, &mut out).expect("feed");

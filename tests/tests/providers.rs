@@ -1,0 +1,243 @@
+//! Provider adapters through the real binary: an `anthropic` ModelEndpoint in front of the fake's
+//! Messages API, which refuses what the real API refuses (tests/src/fake_anthropic.rs).
+
+use std::sync::atomic::Ordering;
+
+use llmgate_tests::fake::FakeUpstream;
+use llmgate_tests::harness::{Gateway, SseReader, UPSTREAM_KEY, access_yaml};
+use serde_json::{Value, json};
+
+fn anthropic_yaml(name: &str, upstream_model: &str, urls: &[String], extra: &str) -> String {
+    let replicas: Vec<String> = urls.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
+    format!(
+        r#"
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {{name: {name}}}
+spec:
+  model: {name}
+  provider: anthropic
+  upstreamModel: "{upstream_model}"
+  replicas: [{}]
+  credentials: {{apiKey: {{secretRef: {{name: upstream, key: api-key}}}}}}
+  pricing: {{inputPerMillion: 3.0, outputPerMillion: 15.0}}
+  maxOutputTokens: 1000
+{extra}
+"#,
+        replicas.join(", ")
+    )
+}
+
+/// The Anthropic SDK's base URL: no `/v1`.
+fn base(f: &FakeUpstream) -> String {
+    format!("http://{}", f.addr)
+}
+
+#[tokio::test]
+async fn openai_callers_reach_an_anthropic_model_with_tools_usage_and_streams() {
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let gw = Gateway::start(
+        &format!(
+            "{}{}",
+            access_yaml(),
+            anthropic_yaml("claude", "claude-up", &[base(&fake)], "")
+        ),
+        &[],
+    )
+    .await;
+
+    // A conversation the Messages API would refuse as sent: two system messages, an empty
+    // assistant text beside its tool calls, two tool results and a user text as three turns.
+    let r = gw
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({
+                "model": "claude",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "weather and time?"},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                        {"id": "call_2", "type": "function", "function": {"name": "time", "arguments": ""}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
+                    {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+                    {"role": "system", "content": "Answer in French."},
+                    {"role": "user", "content": "thanks, summarise"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}},
+                          {"type": "function", "function": {"name": "time"}}],
+                "tool_choice": "none",
+                "seed": 3
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = fake.last_request();
+    assert_eq!(
+        sent["max_tokens"], 1000,
+        "the model's maximum when the caller sets none"
+    );
+    assert_eq!(sent["system"][1]["text"], "Answer in French.");
+    assert_eq!(sent["messages"].as_array().map(Vec::len), Some(3));
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "claude-up-20260101");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "echo: thanks, summarise"
+    );
+    // 2 words of input + 3 cached: prompt_tokens counts both, as OpenAI's does.
+    assert_eq!(v["usage"]["prompt_tokens"], 5);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_eq!(r.header("x-llmgate-model"), "claude");
+
+    // A tool call, streamed: one id, arguments in pieces on index 0, finish tool_calls, usage.
+    let resp = gw
+        .chat_stream(&json!({
+            "model": "claude",
+            "messages": [{"role": "user", "content": "weather?"}],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+            "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 50
+        }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let events = SseReader::new(resp.into_body()).all().await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("chunk JSON"))
+        .collect();
+    let mut args = String::new();
+    let mut ids = Vec::new();
+    for c in &chunks {
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(call["index"], 0);
+            ids.extend(call["id"].as_str().map(str::to_owned));
+            args.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(ids, ["toolu_fake1"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).ok(),
+        Some(json!({"city": "Oslo"}))
+    );
+    let finishes: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finishes, [&json!("tool_calls")]);
+    assert_eq!(fake.last_request()["max_tokens"], 50);
+    assert_eq!(
+        chunks.last().map(|c| c["usage"]["prompt_tokens"].clone()),
+        Some(json!(4))
+    );
+
+    let records = gw.audit_until(2).await;
+    assert!(records.iter().all(|r| r["status"] == 200), "{records:?}");
+    assert_eq!(records[0]["usage"]["prompt_tokens"], 5, "{records:?}");
+}
+
+#[tokio::test]
+async fn overloaded_replicas_fail_over_and_stream_errors_are_errors() {
+    let busy = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let fine = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    busy.behave_as(Some("fail-529"));
+    let gw = Gateway::start(
+        &format!(
+            "{}{}{}",
+            access_yaml(),
+            anthropic_yaml(
+                "claude",
+                "claude-up",
+                &[base(&busy), base(&fine)],
+                "  failover: {maxAttempts: 2}"
+            ),
+            anthropic_yaml("broken", "error-mid-stream", &[base(&fine)], "")
+        ),
+        &[],
+    )
+    .await;
+
+    for _ in 0..4 {
+        let r = gw
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert!(
+        busy.stats.chat.load(Ordering::Relaxed) >= 1,
+        "the overloaded replica was never tried"
+    );
+    assert_eq!(fine.stats.chat.load(Ordering::Relaxed), 4);
+
+    // Overloaded after the 200: an OpenAI error event, and no [DONE].
+    let resp = gw
+        .chat_stream(&json!({"model": "broken", "stream": true,
+            "messages": [{"role": "user", "content": "one two three four"}]}))
+        .await;
+    let events = SseReader::new(resp.into_body()).all().await;
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().expect("events")).expect("JSON");
+    assert_eq!(last["error"]["type"], "overloaded_error", "{events:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_key_or_a_refused_body_reads_as_the_callers_api_says() {
+    let fake = FakeUpstream::start("another-key").await.expect("fake");
+    let gw = Gateway::start(
+        &format!(
+            "{}{}",
+            access_yaml(),
+            anthropic_yaml("claude", "claude-up", &[base(&fake)], "")
+        ),
+        &[],
+    )
+    .await;
+    let r = gw
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused the gateway's credentials")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(fake.stats.unauthorized.load(Ordering::Relaxed), 1);
+
+    // What cannot be translated is refused before any upstream call, in OpenAI's shape.
+    let r = gw
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": "claude", "n": 2, "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "n");
+    assert_eq!(fake.stats.requests.load(Ordering::Relaxed), 1);
+}
