@@ -58,6 +58,9 @@ pub enum Provider {
     OpenAiCompatible,
     /// Anthropic's Messages API (api.anthropic.com, or a server speaking it).
     Anthropic,
+    /// Azure OpenAI: the deployment (`upstream_model`) in the path and `api-version` in the
+    /// query, or the v1 API (`/openai/v1/…`, deployment in the body) without a version.
+    AzureOpenAi { api_version: Option<String> },
     /// The built-in deterministic model: no network, for demos, tests and load tests.
     Mock(MockModel),
 }
@@ -68,6 +71,7 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::OpenAiCompatible => "openai-compatible",
             Provider::Anthropic => "anthropic",
+            Provider::AzureOpenAi { .. } => "azure-openai",
             Provider::Mock(_) => "mock",
         }
     }

@@ -23,7 +23,8 @@
 //!
 //! With `tools` in the request the reply is a call of the first tool (streamed as fragments
 //! when streaming). `GET /_fake/stats` returns the counters in [`Stats`]. The same server
-//! speaks Anthropic's Messages API at `/v1/messages` ([`crate::fake_anthropic`]).
+//! speaks Anthropic's Messages API at `/v1/messages` ([`crate::fake_anthropic`]) and Azure
+//! OpenAI's routes under `/openai/` ([`crate::fake_azure`]).
 
 // Early-returned error responses read better than boxed ones in a test peer.
 #![allow(clippy::result_large_err)]
@@ -230,6 +231,22 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(crate::fake_anthropic::messages))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(crate::fake_azure::deployment_chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(crate::fake_azure::deployment_embeddings),
+        )
+        .route(
+            "/openai/v1/chat/completions",
+            post(crate::fake_azure::v1_chat),
+        )
+        .route(
+            "/openai/v1/embeddings",
+            post(crate::fake_azure::v1_embeddings),
+        )
         .route("/v1/models", get(models))
         .route("/_fake/stats", get(stats))
         .route("/_fake/behaviour", post(set_behaviour))
@@ -342,7 +359,11 @@ fn behaviour(model: &str) -> (&str, u64) {
     }
 }
 
-async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn chat(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let guard = AbortGuard::new(&s.stats);
     let response = chat_response(&s, &headers, &body).await;
     guard.answered();
@@ -572,7 +593,11 @@ async fn chat_response(s: &Arc<Shared>, headers: &HeaderMap, body: &[u8]) -> Res
     r
 }
 
-async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn embeddings(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req = match parse(&s, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,

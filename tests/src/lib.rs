@@ -4,6 +4,7 @@
 
 pub mod fake;
 pub mod fake_anthropic;
+pub mod fake_azure;
 pub mod harness;
 pub mod oidc;
 pub mod redis;

@@ -241,3 +241,46 @@ async fn a_wrong_key_or_a_refused_body_reads_as_the_callers_api_says() {
     assert_eq!(r.json()["error"]["param"], "n");
     assert_eq!(fake.stats.requests.load(Ordering::Relaxed), 1);
 }
+
+/// Each Azure resource has its own quota: a 429 from one moves the request to the next, and
+/// `api-key` is the credential (the fake refuses anything else).
+#[tokio::test]
+async fn a_throttled_azure_resource_hands_the_request_to_the_next() {
+    let throttled = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let fine = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    throttled.behave_as(Some("fail-429"));
+    let yaml = format!(
+        r#"{}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {{name: gpt-41}}
+spec:
+  model: gpt-41
+  provider: azure-openai
+  upstreamModel: gpt-4.1
+  azure: {{apiVersion: "2024-10-21"}}
+  replicas: [{{url: "{}"}}, {{url: "{}"}}]
+  credentials: {{apiKey: {{secretRef: {{name: upstream, key: api-key}}}}}}
+  failover: {{maxAttempts: 2}}
+"#,
+        access_yaml(),
+        base(&throttled),
+        base(&fine)
+    );
+    let gw = Gateway::start(&yaml, &[]).await;
+    for _ in 0..4 {
+        let r = gw
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(json!({"model": "gpt-41", "messages": [{"role": "user", "content": "hi"}]})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: hi");
+    }
+    assert!(throttled.stats.requests.load(Ordering::Relaxed) >= 1);
+    assert_eq!(fine.stats.chat.load(Ordering::Relaxed), 4);
+    assert_eq!(fine.stats.unauthorized.load(Ordering::Relaxed), 0);
+}

@@ -74,8 +74,18 @@ fn compile_endpoint(
         ProviderKind::OpenAi => Provider::OpenAi,
         ProviderKind::OpenAiCompatible => Provider::OpenAiCompatible,
         ProviderKind::Anthropic => Provider::Anthropic,
+        ProviderKind::AzureOpenAi => Provider::AzureOpenAi {
+            api_version: compile_azure(spec, errs),
+        },
         ProviderKind::Mock => Provider::Mock(compile_mock(spec.mock.as_ref(), errs)),
     };
+    if spec.azure.is_some() && spec.provider != ProviderKind::AzureOpenAi {
+        errs.push(
+            "spec.azure",
+            Reason::Invalid,
+            "azure settings are only valid with provider: azure-openai",
+        );
+    }
     if spec.mock.is_some() && spec.provider != ProviderKind::Mock {
         errs.push(
             "spec.mock",
@@ -100,6 +110,11 @@ fn compile_endpoint(
             name: "api.anthropic.com".into(),
             url: "https://api.anthropic.com".into(),
         }),
+        ProviderKind::AzureOpenAi if spec.replicas.is_empty() => errs.push(
+            "spec.replicas",
+            Reason::Invalid,
+            "azure-openai needs the resource URL as a replica, e.g. https://my-resource.openai.azure.com",
+        ),
         ProviderKind::OpenAiCompatible if spec.replicas.is_empty() => errs.push(
             "spec.replicas",
             Reason::Invalid,
@@ -151,6 +166,14 @@ fn compile_endpoint(
                 "spec.credentials",
                 Reason::Invalid,
                 "provider openai needs credentials.apiKey.secretRef",
+            );
+            None
+        }
+        None if spec.provider == ProviderKind::AzureOpenAi => {
+            errs.push(
+                "spec.credentials",
+                Reason::Invalid,
+                "provider azure-openai needs credentials.apiKey.secretRef",
             );
             None
         }
@@ -379,4 +402,48 @@ fn service_replicas(
         ));
     }
     out
+}
+
+/// The `api-version` of an `azure-openai` endpoint, checked; `None` is the v1 API.
+fn compile_azure(spec: &ModelEndpointSpec, errs: &mut Errs<'_>) -> Option<String> {
+    let deployment = spec.upstream_model.as_deref().unwrap_or(&spec.model);
+    // Deployment names keep their dots: `gpt-4.1` is not `gpt-41`.
+    if deployment.is_empty()
+        || deployment.len() > 64
+        || !deployment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errs.push(
+            "spec.upstreamModel",
+            Reason::Invalid,
+            "the Azure deployment name (upstreamModel) must be 1-64 letters, digits, '-', '_' or '.'",
+        );
+    }
+    let version = spec.azure.as_ref()?.api_version.clone()?;
+    let b = version.as_bytes();
+    let dated = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+        && (b.len() == 10 || &version[10..] == "-preview");
+    if !dated {
+        errs.push(
+            "spec.azure.apiVersion",
+            Reason::Invalid,
+            "apiVersion must be a date like 2024-10-21, optionally with -preview",
+        );
+    } else if version[..10] < *"2024-10-21" {
+        // Older versions refuse stream_options, and a stream without usage cannot be accounted.
+        errs.push(
+            "spec.azure.apiVersion",
+            Reason::Invalid,
+            "apiVersion must be 2024-10-21 or later: older ones cannot report a stream's usage",
+        );
+    }
+    Some(version)
 }

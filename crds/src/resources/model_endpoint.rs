@@ -31,6 +31,8 @@ use super::SecretValueRef;
     {"rule": "self.provider != 'openai-compatible' || (has(self.replicas) && size(self.replicas) > 0)", "message": "openai-compatible needs at least one replica URL"},
     {"rule": "self.provider != 'openai' || has(self.credentials)", "message": "provider openai needs credentials.apiKey.secretRef"},
     {"rule": "self.provider != 'anthropic' || has(self.credentials) || (has(self.replicas) && size(self.replicas) > 0)", "message": "provider anthropic needs credentials.apiKey.secretRef for api.anthropic.com"},
+    {"rule": "self.provider != 'azure-openai' || (has(self.replicas) && size(self.replicas) > 0 && has(self.credentials))", "message": "provider azure-openai needs the resource URL in replicas and credentials.apiKey.secretRef"},
+    {"rule": "!has(self.azure) || self.provider == 'azure-openai'", "message": "azure settings are only valid with provider: azure-openai"},
     {"rule": "!has(self.mock) || self.provider == 'mock'", "message": "mock settings are only valid with provider: mock"},
 ]))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -61,6 +63,9 @@ pub struct ModelEndpointSpec {
     /// Behaviour of the built-in `mock` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockSpec>,
+    /// Azure OpenAI settings (`provider: azure-openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSpec>,
     /// The most output tokens one request may ask for (default 4096): what budgets and token
     /// limits reserve when a request does not set `max_tokens`, and the cap sent upstream then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,8 +85,23 @@ pub enum ProviderKind {
     /// Anthropic's Messages API; the key goes in `x-api-key`.
     #[serde(rename = "anthropic")]
     Anthropic,
+    /// Azure OpenAI; `upstreamModel` is the deployment name, the key goes in `api-key`.
+    #[serde(rename = "azure-openai")]
+    AzureOpenAi,
     #[serde(rename = "mock")]
     Mock,
+}
+
+/// Azure OpenAI: which API of the resource to call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureSpec {
+    /// The deployments API's `api-version` (`2024-10-21` or later, `-preview` allowed): requests
+    /// go to `/openai/deployments/<upstreamModel>/…?api-version=…`. Without it, the v1 API
+    /// (`/openai/v1/…`, the deployment in the body's `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$"))]
+    pub api_version: Option<String>,
 }
 
 /// One upstream: a base URL, or a Service whose ready endpoints all become replicas.

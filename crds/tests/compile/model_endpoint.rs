@@ -175,6 +175,56 @@ fn each_provider_takes_the_replicas_it_can_use() {
         compiled("openai-compatible", one),
         (vec![], Some(vec!["http://vllm:8000/v1".to_string()]))
     );
+    // Anthropic: its API by default, with a key; any Messages server without one.
+    let anthropic = "anthropic, credentials: {apiKey: {secretRef: {name: o, key: k}}}";
+    assert_eq!(
+        compiled(anthropic, ""),
+        (vec![], Some(vec!["https://api.anthropic.com".to_string()]))
+    );
+    assert_eq!(
+        compiled("anthropic", ""),
+        (vec!["spec.credentials".to_string()], None)
+    );
+    assert_eq!(
+        compiled("anthropic", one),
+        (vec![], Some(vec!["http://vllm:8000/v1".to_string()]))
+    );
+    // Azure: the resource URL and a key, an api-version from 2024-10-21 on (or none: v1 API),
+    // a deployment name kept whole.
+    let azure = |extra: &str| {
+        format!("azure-openai, credentials: {{apiKey: {{secretRef: {{name: o, key: k}}}}}}{extra}")
+    };
+    let res = ", replicas: [{url: \"https://res.openai.azure.com\"}]";
+    assert_eq!(
+        compiled(&azure(""), ""),
+        (vec!["spec.replicas".to_string()], None)
+    );
+    assert_eq!(
+        compiled("azure-openai", res),
+        (vec!["spec.credentials".to_string()], None)
+    );
+    for (extra, errors) in [
+        ("", vec![]),
+        (
+            ", upstreamModel: gpt-4.1, azure: {apiVersion: \"2024-10-21\"}",
+            vec![],
+        ),
+        (", azure: {apiVersion: \"2025-04-01-preview\"}", vec![]),
+        (
+            ", azure: {apiVersion: \"2024-06-01\"}",
+            vec!["spec.azure.apiVersion"],
+        ),
+        (
+            ", azure: {apiVersion: \"latest\"}",
+            vec!["spec.azure.apiVersion"],
+        ),
+        (", upstreamModel: \"gpt 4/1\"", vec!["spec.upstreamModel"]),
+    ] {
+        let (got, _) = compiled(&azure(extra), res);
+        assert_eq!(got, errors, "{extra}");
+    }
+    let (got, _) = compiled("mock, azure: {apiVersion: \"2024-10-21\"}", "");
+    assert_eq!(got, vec!["spec.azure".to_string()]);
 }
 
 /// Every bounded field, on each side of its bound: refused where it is, accepted next to it.

@@ -20,7 +20,8 @@ pub enum BackendAuth {
     /// `Authorization: Bearer <key>`, the header built once and marked sensitive so it never
     /// reaches a log.
     Bearer(HeaderValue),
-    /// The key in a header of its own (Anthropic's `x-api-key`), also marked sensitive.
+    /// The key in a header of its own (Anthropic's `x-api-key`, Azure's `api-key`), also marked
+    /// sensitive.
     Header(HeaderName, HeaderValue),
     /// The configured key cannot be sent as a header (a control character in the secret);
     /// every attempt fails with this, as the key would be refused anyway.
@@ -33,7 +34,9 @@ impl BackendAuth {
             return BackendAuth::None;
         };
         let value = match ep.provider {
-            Provider::Anthropic => HeaderValue::from_str(key.expose()),
+            Provider::Anthropic | Provider::AzureOpenAi { .. } => {
+                HeaderValue::from_str(key.expose())
+            }
             _ => HeaderValue::from_str(&format!("Bearer {}", key.expose())),
         };
         match value {
@@ -42,6 +45,9 @@ impl BackendAuth {
                 match ep.provider {
                     Provider::Anthropic => {
                         BackendAuth::Header(HeaderName::from_static("x-api-key"), v)
+                    }
+                    Provider::AzureOpenAi { .. } => {
+                        BackendAuth::Header(HeaderName::from_static("api-key"), v)
                     }
                     _ => BackendAuth::Bearer(v),
                 }

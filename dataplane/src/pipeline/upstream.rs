@@ -108,7 +108,7 @@ pub async fn send(
                     ctx.add_connect_time(info.paid_since(attempt_start));
                 }
                 let status = response.status();
-                if status.is_server_error() {
+                if adapter.retry_elsewhere(status) {
                     let (parts, body) = response.into_parts();
                     let bytes = read_body(body, deadline, &spec.model)
                         .await

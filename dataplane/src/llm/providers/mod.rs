@@ -6,6 +6,7 @@
 //! is served by [`mock`] directly.
 
 pub mod anthropic;
+pub mod azure;
 pub mod mock;
 pub mod openai;
 
@@ -90,6 +91,12 @@ pub trait HttpAdapter: Send + Sync {
     /// An upstream error status and body, as the error the caller sees.
     fn error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GatewayError;
     fn chat_stream(&self, client_wants_usage: bool, created: i64) -> Box<dyn StreamTranslator>;
+    /// Whether an answer with this status moves the request to another replica (nothing has
+    /// reached the caller yet). 5xx everywhere; providers whose replicas have their own quota
+    /// add 429.
+    fn retry_elsewhere(&self, status: StatusCode) -> bool {
+        status.is_server_error()
+    }
 }
 
 /// How an endpoint is served.
@@ -106,6 +113,9 @@ pub fn build(ep: &Endpoint) -> Serving<'_> {
         Provider::OpenAi => Serving::Http(Arc::new(openai::OpenAi { compatible: false })),
         Provider::OpenAiCompatible => Serving::Http(Arc::new(openai::OpenAi { compatible: true })),
         Provider::Anthropic => Serving::Http(Arc::new(anthropic::Anthropic)),
+        Provider::AzureOpenAi { api_version } => Serving::Http(Arc::new(azure::AzureOpenAi {
+            api_version: api_version.clone(),
+        })),
         Provider::Mock(m) => Serving::Mock(m),
     }
 }

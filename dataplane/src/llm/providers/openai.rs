@@ -268,7 +268,8 @@ impl OpenAiStream {
             self.errored = true;
         }
         if self.model.is_none() {
-            self.model = view.model;
+            // Azure's first chunk (prompt filter results) carries an empty model.
+            self.model = view.model.filter(|m| !m.is_empty());
         }
         if let Some(u) = view.usage {
             self.usage = Some(u);
