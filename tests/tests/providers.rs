@@ -1,5 +1,5 @@
 //! Provider adapters through the real binary: an `anthropic` ModelEndpoint in front of the fake's
-//! Messages API, which refuses what the real API refuses (tests/src/fake_anthropic.rs).
+//! Messages API, which refuses what the real API refuses (tests/src/fake/anthropic.rs), and `azure-openai` in front of its Azure routes.
 
 use std::sync::atomic::Ordering;
 

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::fake::Shared;
+use super::state::Shared;
 
 const FIELDS: &[&str] = &[
     "model",

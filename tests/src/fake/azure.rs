@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::fake::Shared;
+use super::state::Shared;
 
 fn azure_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -97,9 +97,9 @@ async fn answer(
     );
     let body = Bytes::from(req.to_string());
     let inner = if embeddings {
-        crate::fake::embeddings(State(Arc::clone(&s)), headers, body).await
+        super::openai::embeddings(State(Arc::clone(&s)), headers, body).await
     } else {
-        crate::fake::chat(State(Arc::clone(&s)), headers, body).await
+        super::openai::chat(State(Arc::clone(&s)), headers, body).await
     };
     let streaming = inner
         .headers()
