@@ -16,6 +16,7 @@ pub fn endpoint(model: &str, upstream: &str) -> Endpoint {
         upstream_model: upstream.into(),
         replicas: vec![],
         api_key: None,
+        entra: None,
         pricing: Pricing::default(),
         timeouts: Timeouts::default(),
         failover: Failover::default(),

@@ -18,6 +18,9 @@ pub struct Endpoint {
     pub replicas: Vec<Replica>,
     /// Bearer credential for the upstream, resolved from a secret reference.
     pub api_key: Option<Secret>,
+    /// Microsoft Entra ID client credentials (Azure), instead of a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<EntraCredential>,
     pub pricing: Pricing,
     pub timeouts: Timeouts,
     pub failover: Failover,
@@ -39,6 +42,16 @@ impl Endpoint {
                 .iter()
                 .any(|m| m.matches(&self.model, &self.labels))
     }
+}
+
+/// Where and as whom a data plane gets Entra ID tokens (OAuth 2.0 client credentials).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntraCredential {
+    /// `<authority>/<tenant>/oauth2/v2.0/token`.
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: String,
 }
 
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;

@@ -284,3 +284,99 @@ spec:
     assert_eq!(fine.stats.chat.load(Ordering::Relaxed), 4);
     assert_eq!(fine.stats.unauthorized.load(Ordering::Relaxed), 0);
 }
+
+/// Entra ID instead of a key: one client-credentials token serves every request until shortly
+/// before it expires, then one new one; a wrong client secret is the gateway's configuration
+/// problem (502), and nothing reaches the deployment.
+#[tokio::test]
+async fn azure_with_entra_id_tokens_fetched_once_and_refreshed_before_expiry() {
+    let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    for (name, value) in [("entra", UPSTREAM_KEY), ("wrong", "not-the-secret")] {
+        std::fs::create_dir_all(secrets.path().join(name)).expect("dir");
+        std::fs::write(secrets.path().join(name).join("client-secret"), value).expect("write");
+    }
+    let endpoint = |model: &str, tenant: &str, secret: &str| {
+        format!(
+            r#"
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {{name: {model}}}
+spec:
+  model: {model}
+  provider: azure-openai
+  upstreamModel: gpt-4.1
+  azure: {{apiVersion: "2024-10-21"}}
+  replicas: [{{url: "{url}"}}]
+  credentials:
+    entra:
+      tenantId: {tenant}
+      clientId: 00000000-0000-0000-0000-00000000c11e
+      clientSecret: {{secretRef: {{name: {secret}, key: client-secret}}}}
+      authorityHost: {url}
+"#,
+            url = base(&fake)
+        )
+    };
+    let yaml = format!(
+        "{}{}{}{}",
+        access_yaml(),
+        endpoint("hourly", "contoso", "entra"),
+        endpoint("brief", "short-lived", "entra"),
+        endpoint("misconfigured", "contoso", "wrong")
+    );
+    let dir = secrets.path().display().to_string();
+    let gw = Gateway::start(&yaml, &["--secrets-dir", &dir]).await;
+    let call = |model: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.call(
+                "POST",
+                "/v1/chat/completions",
+                Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
+            )
+            .await
+        }
+    };
+    let requests = futures_util::future::join_all((0..6).map(|_| call("hourly"))).await;
+    for r in &requests {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(
+        fake.stats.tokens_issued.load(Ordering::Relaxed),
+        1,
+        "one token, shared"
+    );
+
+    // A 2 s token is refreshed halfway: the first call fetches, a call a second later fetches
+    // again, and no call ever goes out with an expired one.
+    assert_eq!(call("brief").await.status, 200);
+    assert_eq!(fake.stats.tokens_issued.load(Ordering::Relaxed), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(call("brief").await.status, 200);
+    assert_eq!(fake.stats.tokens_issued.load(Ordering::Relaxed), 3);
+    assert_eq!(call("brief").await.status, 200);
+    assert_eq!(fake.stats.tokens_issued.load(Ordering::Relaxed), 3);
+
+    let chats = fake.stats.chat.load(Ordering::Relaxed);
+    let r = call("misconfigured").await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused the gateway's credentials")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        fake.stats.chat.load(Ordering::Relaxed),
+        chats,
+        "nothing went upstream"
+    );
+    assert_eq!(fake.stats.unauthorized.load(Ordering::Relaxed), 0);
+    assert!(
+        !gw.stderr().contains("not-the-secret"),
+        "the client secret never reaches the log"
+    );
+}

@@ -114,7 +114,12 @@ impl Resources {
         };
         for me in &self.model_endpoints {
             if let Some(c) = &me.spec.credentials {
-                insert(namespace_of(&me.metadata), &c.api_key.secret_ref);
+                if let Some(k) = &c.api_key {
+                    insert(namespace_of(&me.metadata), &k.secret_ref);
+                }
+                if let Some(e) = &c.entra {
+                    insert(namespace_of(&me.metadata), &e.client_secret.secret_ref);
+                }
             }
         }
         for k in &self.api_keys {

@@ -152,15 +152,36 @@ fn compile_endpoint(
         }
     }
 
+    let mut entra = None;
     let api_key = match &spec.credentials {
-        Some(c) => secret_value(
-            &src.namespace,
-            &c.api_key.secret_ref,
-            "spec.credentials.apiKey.secretRef",
-            secrets,
-            errs,
-        )
-        .map(|(_, v)| v.clone()),
+        Some(c) => {
+            match (&c.api_key, &c.entra) {
+                (Some(_), Some(_)) | (None, None) => errs.push(
+                    "spec.credentials",
+                    Reason::Invalid,
+                    "set exactly one of apiKey, entra",
+                ),
+                (_, Some(_)) if spec.provider != ProviderKind::AzureOpenAi => errs.push(
+                    "spec.credentials.entra",
+                    Reason::Invalid,
+                    "entra credentials are for provider azure-openai",
+                ),
+                _ => {}
+            }
+            if let Some(e) = &c.entra {
+                entra = compile_entra(&src.namespace, e, secrets, errs);
+            }
+            c.api_key.as_ref().and_then(|k| {
+                secret_value(
+                    &src.namespace,
+                    &k.secret_ref,
+                    "spec.credentials.apiKey.secretRef",
+                    secrets,
+                    errs,
+                )
+                .map(|(_, v)| v.clone())
+            })
+        }
         None if spec.provider == ProviderKind::OpenAi => {
             errs.push(
                 "spec.credentials",
@@ -173,7 +194,7 @@ fn compile_endpoint(
             errs.push(
                 "spec.credentials",
                 Reason::Invalid,
-                "provider azure-openai needs credentials.apiKey.secretRef",
+                "provider azure-openai needs credentials: apiKey.secretRef or entra",
             );
             None
         }
@@ -273,6 +294,7 @@ fn compile_endpoint(
         provider,
         replicas,
         api_key,
+        entra,
         pricing,
         timeouts,
         failover,
@@ -402,6 +424,57 @@ fn service_replicas(
         ));
     }
     out
+}
+
+/// Entra ID client credentials: the token URL of the tenant, the client secret resolved.
+fn compile_entra(
+    namespace: &str,
+    e: &crate::resources::EntraSpec,
+    secrets: &BTreeMap<SecretKeyRef, Secret>,
+    errs: &mut Errs<'_>,
+) -> Option<snap::EntraCredential> {
+    let host = e
+        .authority_host
+        .as_deref()
+        .unwrap_or("https://login.microsoftonline.com")
+        .trim_end_matches('/');
+    if !(host.starts_with("https://") || host.starts_with("http://")) {
+        errs.push(
+            "spec.credentials.entra.authorityHost",
+            Reason::Invalid,
+            "authorityHost must be an http(s) URL",
+        );
+    }
+    // The tenant goes into the token URL's path: a GUID or a domain name, nothing else.
+    if e.tenant_id.is_empty()
+        || !e
+            .tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+    {
+        errs.push(
+            "spec.credentials.entra.tenantId",
+            Reason::Invalid,
+            "tenantId must be a tenant GUID or domain",
+        );
+        return None;
+    }
+    let (_, secret) = secret_value(
+        namespace,
+        &e.client_secret.secret_ref,
+        "spec.credentials.entra.clientSecret.secretRef",
+        secrets,
+        errs,
+    )?;
+    Some(snap::EntraCredential {
+        token_url: format!("{host}/{}/oauth2/v2.0/token", e.tenant_id),
+        client_id: e.client_id.clone(),
+        client_secret: secret.clone(),
+        scope: e
+            .scope
+            .clone()
+            .unwrap_or_else(|| "https://cognitiveservices.azure.com/.default".into()),
+    })
 }
 
 /// The `api-version` of an `azure-openai` endpoint, checked; `None` is the v1 API.

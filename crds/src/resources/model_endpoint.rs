@@ -31,7 +31,7 @@ use super::SecretValueRef;
     {"rule": "self.provider != 'openai-compatible' || (has(self.replicas) && size(self.replicas) > 0)", "message": "openai-compatible needs at least one replica URL"},
     {"rule": "self.provider != 'openai' || has(self.credentials)", "message": "provider openai needs credentials.apiKey.secretRef"},
     {"rule": "self.provider != 'anthropic' || has(self.credentials) || (has(self.replicas) && size(self.replicas) > 0)", "message": "provider anthropic needs credentials.apiKey.secretRef for api.anthropic.com"},
-    {"rule": "self.provider != 'azure-openai' || (has(self.replicas) && size(self.replicas) > 0 && has(self.credentials))", "message": "provider azure-openai needs the resource URL in replicas and credentials.apiKey.secretRef"},
+    {"rule": "self.provider != 'azure-openai' || (has(self.replicas) && size(self.replicas) > 0 && has(self.credentials))", "message": "provider azure-openai needs the resource URL in replicas and credentials (apiKey or entra)"},
     {"rule": "!has(self.azure) || self.provider == 'azure-openai'", "message": "azure settings are only valid with provider: azure-openai"},
     {"rule": "!has(self.mock) || self.provider == 'mock'", "message": "mock settings are only valid with provider: mock"},
 ]))]
@@ -150,10 +150,35 @@ pub enum SchemeSpec {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.apiKey) != has(self.entra)", "message": "set exactly one of apiKey, entra"}]))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSpec {
-    /// Sent upstream as `Authorization: Bearer <value>`.
-    pub api_key: SecretValueRef,
+    /// A key: `Authorization: Bearer <value>` (`x-api-key` for Anthropic, `api-key` for Azure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretValueRef>,
+    /// Azure only: Microsoft Entra ID tokens by client credentials instead of a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<EntraSpec>,
+}
+
+/// A Microsoft Entra ID application whose client-credentials tokens call Azure OpenAI (it needs
+/// the "Cognitive Services OpenAI User" role on the resource).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntraSpec {
+    #[schemars(length(min = 1, max = 64))]
+    pub tenant_id: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: String,
+    pub client_secret: SecretValueRef,
+    /// Default `https://login.microsoftonline.com` (sovereign clouds have their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s?#]+$"))]
+    pub authority_host: Option<String>,
+    /// Default `https://cognitiveservices.azure.com/.default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub scope: Option<String>,
 }
 
 /// USD per million tokens.

@@ -223,6 +223,27 @@ fn each_provider_takes_the_replicas_it_can_use() {
         let (got, _) = compiled(&azure(extra), res);
         assert_eq!(got, errors, "{extra}");
     }
+    // Entra ID instead of a key, for Azure only, never both.
+    let entra = "entra: {tenantId: contoso.onmicrosoft.com, clientId: c, clientSecret: {secretRef: {name: o, key: k}}}";
+    let (got, _) = compiled(&format!("azure-openai, credentials: {{{entra}}}"), res);
+    assert_eq!(got, Vec::<String>::new());
+    let (got, _) = compiled(
+        &format!(
+            "azure-openai, credentials: {{{entra}, apiKey: {{secretRef: {{name: o, key: k}}}}}}"
+        ),
+        res,
+    );
+    assert_eq!(got, vec!["spec.credentials".to_string()]);
+    let (got, _) = compiled(&format!("openai, credentials: {{{entra}}}"), "");
+    assert_eq!(got, vec!["spec.credentials.entra".to_string()]);
+    let (got, _) = compiled(
+        &format!(
+            "azure-openai, credentials: {{{}}}",
+            entra.replace("contoso.onmicrosoft.com", "\"a/b\"")
+        ),
+        res,
+    );
+    assert_eq!(got, vec!["spec.credentials.entra.tenantId".to_string()]);
     let (got, _) = compiled("mock, azure: {apiVersion: \"2024-10-21\"}", "");
     assert_eq!(got, vec!["spec.azure".to_string()]);
 }

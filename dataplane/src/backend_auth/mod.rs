@@ -12,6 +12,9 @@ use http_body_util::Full;
 use llmgate_snapshot::{Endpoint, Provider};
 
 use crate::error::GatewayError;
+use crate::http::client::UpstreamClient;
+
+pub mod entra;
 
 /// How one endpoint's upstream requests are authenticated.
 pub enum BackendAuth {
@@ -23,6 +26,8 @@ pub enum BackendAuth {
     /// The key in a header of its own (Anthropic's `x-api-key`, Azure's `api-key`), also marked
     /// sensitive.
     Header(HeaderName, HeaderValue),
+    /// Microsoft Entra ID tokens (Azure), fetched and refreshed by client credentials.
+    Entra(entra::EntraTokens),
     /// The configured key cannot be sent as a header (a control character in the secret);
     /// every attempt fails with this, as the key would be refused anyway.
     Invalid,
@@ -30,6 +35,9 @@ pub enum BackendAuth {
 
 impl BackendAuth {
     pub fn build(ep: &Endpoint) -> BackendAuth {
+        if let Some(cred) = &ep.entra {
+            return BackendAuth::Entra(entra::EntraTokens::new(cred.clone()));
+        }
         let Some(key) = &ep.api_key else {
             return BackendAuth::None;
         };
@@ -57,8 +65,23 @@ impl BackendAuth {
     }
 
     /// Adds the credential to one attempt's request.
-    pub fn apply(&self, req: &mut http::Request<Full<Bytes>>) -> Result<(), GatewayError> {
+    pub async fn apply(
+        &self,
+        req: &mut http::Request<Full<Bytes>>,
+        client: &UpstreamClient,
+        model: &str,
+    ) -> Result<(), GatewayError> {
         match self {
+            BackendAuth::Entra(tokens) => {
+                let v = tokens.header(client).await.map_err(|e| {
+                    tracing::warn!(model, error = %e, "no Entra ID token for the upstream");
+                    GatewayError::UpstreamAuth {
+                        model: model.to_owned(),
+                    }
+                })?;
+                req.headers_mut().insert(header::AUTHORIZATION, v);
+                Ok(())
+            }
             BackendAuth::None => Ok(()),
             BackendAuth::Bearer(v) => {
                 req.headers_mut().insert(header::AUTHORIZATION, v.clone());
@@ -71,6 +94,14 @@ impl BackendAuth {
             BackendAuth::Invalid => Err(GatewayError::Internal(
                 "credential is not a valid header".into(),
             )),
+        }
+    }
+
+    /// The upstream refused the credential: a fetched one is forgotten, so the next attempt
+    /// gets a new one (a token revoked or rotated before its expiry).
+    pub fn refused(&self) {
+        if let BackendAuth::Entra(tokens) = self {
+            tokens.forget();
         }
     }
 }
@@ -87,12 +118,16 @@ mod tests {
             .unwrap_or_default()
     }
 
-    #[test]
-    fn a_key_becomes_a_sensitive_bearer_header() {
+    #[tokio::test]
+    async fn a_key_becomes_a_sensitive_bearer_header() {
+        let client = crate::http::client::Clients::default().get(1000);
         let mut ep = crate::test_support::endpoint("m", "m");
         ep.api_key = Some(Secret::new("sk-upstream"));
         let mut req = request();
-        BackendAuth::build(&ep).apply(&mut req).expect("applied");
+        BackendAuth::build(&ep)
+            .apply(&mut req, &client, "m")
+            .await
+            .expect("applied");
         let v = &req.headers()[header::AUTHORIZATION];
         assert_eq!(v, "Bearer sk-upstream");
         assert!(v.is_sensitive());
@@ -101,12 +136,30 @@ mod tests {
             "the key never shows in Debug"
         );
 
+        ep.provider = Provider::AzureOpenAi { api_version: None };
+        let mut req = request();
+        BackendAuth::build(&ep)
+            .apply(&mut req, &client, "m")
+            .await
+            .expect("applied");
+        assert_eq!(req.headers()["api-key"], "sk-upstream");
+        assert!(req.headers().get(header::AUTHORIZATION).is_none());
+        ep.provider = Provider::OpenAiCompatible;
+
         ep.api_key = None;
         let mut req = request();
-        BackendAuth::build(&ep).apply(&mut req).expect("applied");
+        BackendAuth::build(&ep)
+            .apply(&mut req, &client, "m")
+            .await
+            .expect("applied");
         assert!(req.headers().get(header::AUTHORIZATION).is_none());
 
         ep.api_key = Some(Secret::new("bad\nkey"));
-        assert!(BackendAuth::build(&ep).apply(&mut request()).is_err());
+        assert!(
+            BackendAuth::build(&ep)
+                .apply(&mut request(), &client, "m")
+                .await
+                .is_err()
+        );
     }
 }

@@ -75,7 +75,7 @@ pub async fn send(
             ctx.request_id(),
             body.clone(),
         )?;
-        auth.apply(&mut request)?;
+        auth.apply(&mut request, client, &spec.model).await?;
         let in_flight = replica.start();
         let attempt_start = Instant::now();
         ctx.rec.attempts += 1;
@@ -186,6 +186,13 @@ pub fn refusal(
             status = status.as_u16(),
             "the provider refused the endpoint's credentials; check its secretRef"
         );
+        if status == StatusCode::UNAUTHORIZED
+            && let Backend::Http { auth, .. } = &ep.backend
+        {
+            // A fetched token refused before its expiry (revoked, rotated): the next request
+            // gets a new one.
+            auth.refused();
+        }
         return GatewayError::UpstreamAuth {
             model: ep.spec.model.clone(),
         };

@@ -4,8 +4,11 @@
 //!   `api-version` query parameter (404 `Resource not found` without it, as Azure answers);
 //!   the deployment in the path chooses the behaviour, the body's `model` is ignored;
 //! - `POST /openai/v1/chat/completions` and `…/embeddings`: the deployment is the body's `model`;
-//! - the key is the `api-key` header (or `Authorization: Bearer`): 401 with Azure's body
-//!   (`code: "401"`, no `type`);
+//! - the key is the `api-key` header, or `Authorization: Bearer` with the key or a token of the
+//!   fake's Entra ID token endpoint: 401 with Azure's body (`code: "401"`, no `type`);
+//! - `POST /{tenant}/oauth2/v2.0/token` is Entra ID's client-credentials grant: the form's
+//!   `client_secret` must be the fake's key and `scope` Azure OpenAI's; tokens live an hour
+//!   (2 s for tenant `short-lived`);
 //! - deployment `fail-429` answers 429 with `code: "429"` (a string), `retry-after` and
 //!   `retry-after-ms`; streams start with Azure's prompt-filter chunk (`choices: []`, empty `id`
 //!   and `model`, `prompt_filter_results`); deployment `content-filter` ends its stream with
@@ -56,11 +59,16 @@ async fn answer(
     }
     let key = headers.get("api-key").and_then(|v| v.to_str().ok());
     let bearer = format!("Bearer {}", s.api_key);
-    let authorized = key == Some(s.api_key.as_str())
-        || headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            == Some(bearer.as_str());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token_issued = auth.strip_prefix("Bearer ").is_some_and(|t| {
+        s.issued_tokens
+            .lock()
+            .is_ok_and(|issued| issued.iter().any(|i| i == t))
+    });
+    let authorized = key == Some(s.api_key.as_str()) || auth == bearer || token_issued;
     if !authorized {
         s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         return azure_error(
@@ -162,4 +170,58 @@ pub(crate) async fn v1_embeddings(
     body: Bytes,
 ) -> Response {
     answer(s, headers, None, None, body, true).await
+}
+
+pub(crate) async fn entra_token(
+    State(s): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: String,
+) -> Response {
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap_or_default();
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let oauth_error = |code: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"error": code, "error_description": description}).to_string(),
+        )
+            .into_response()
+    };
+    if field("grant_type") != Some("client_credentials") {
+        return oauth_error(
+            "unsupported_grant_type",
+            "AADSTS70003: grant_type must be client_credentials",
+        );
+    }
+    if field("client_id").is_none_or(str::is_empty) {
+        return oauth_error(
+            "invalid_request",
+            "AADSTS900144: The request body must contain the following parameter: 'client_id'.",
+        );
+    }
+    if field("client_secret") != Some(s.api_key.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}).to_string(),
+        )
+            .into_response();
+    }
+    if field("scope") != Some("https://cognitiveservices.azure.com/.default") {
+        return oauth_error(
+            "invalid_scope",
+            "AADSTS70011: The provided value for the input parameter 'scope' is not valid.",
+        );
+    }
+    let n = s.stats.tokens_issued.fetch_add(1, Ordering::Relaxed) + 1;
+    let token = format!("entra-{tenant}-{n}");
+    if let Ok(mut issued) = s.issued_tokens.lock() {
+        issued.push(token.clone());
+    }
+    let lifetime = if tenant == "short-lived" { 2 } else { 3599 };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}).to_string(),
+    )
+        .into_response()
 }

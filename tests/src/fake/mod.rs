@@ -77,6 +77,7 @@ impl FakeUpstream {
             stats: Arc::clone(&stats),
             last_request: std::sync::Mutex::new(Value::Null),
             behave_as: std::sync::Mutex::new(None),
+            issued_tokens: std::sync::Mutex::new(Vec::new()),
         });
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(accept_loop(listener, app, Arc::clone(&stats)));
@@ -153,6 +154,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/openai/deployments/{deployment}/embeddings",
             post(azure::deployment_embeddings),
         )
+        .route("/{tenant}/oauth2/v2.0/token", post(azure::entra_token))
         .route("/openai/v1/chat/completions", post(azure::v1_chat))
         .route("/openai/v1/embeddings", post(azure::v1_embeddings))
         .route("/v1/models", get(openai::models))

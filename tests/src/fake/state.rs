@@ -29,6 +29,8 @@ pub struct Stats {
     /// What `bill-asked` reported as used: every sequence at its full asked length.
     pub prompt_tokens_billed: AtomicU64,
     pub completion_tokens_billed: AtomicU64,
+    /// Entra ID tokens the fake's token endpoint issued.
+    pub tokens_issued: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -37,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) last_request: std::sync::Mutex<Value>,
     /// A behaviour of the table that overrides the model id's.
     pub(crate) behave_as: std::sync::Mutex<Option<String>>,
+    /// Access tokens issued by the fake's Entra ID token endpoint, which Azure routes accept.
+    pub(crate) issued_tokens: std::sync::Mutex<Vec<String>>,
 }
 
 impl Shared {
