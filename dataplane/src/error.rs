@@ -43,6 +43,8 @@ pub enum GatewayError {
         kind: Option<String>,
         code: Option<String>,
         retry_after: Option<HeaderValue>,
+        /// Azure's (and the OpenAI SDKs' preferred) millisecond form, relayed when sent.
+        retry_after_ms: Option<u32>,
     },
     /// The provider refused llmgate's own credentials (401/403). Its message is not relayed: it
     /// may echo part of the key, and the caller's key is not the one at fault.
@@ -217,7 +219,13 @@ impl GatewayError {
             GatewayError::Upstream {
                 kind, code, status, ..
             } if status.is_client_error() => (
-                kind.as_deref().unwrap_or("invalid_request_error"),
+                // Azure's 429 carries only a code; OpenAI calls its rate limits `requests`.
+                kind.as_deref()
+                    .unwrap_or(if *status == StatusCode::TOO_MANY_REQUESTS {
+                        "requests"
+                    } else {
+                        "invalid_request_error"
+                    }),
                 code.as_deref().or(Some(self.reason())),
             ),
             GatewayError::Upstream { .. } => ("upstream_error", Some(self.reason())),
@@ -318,10 +326,16 @@ impl IntoResponse for GatewayError {
                 );
             }
             GatewayError::Upstream {
-                retry_after: Some(v),
+                retry_after,
+                retry_after_ms,
                 ..
             } => {
-                h.insert(header::RETRY_AFTER, v.clone());
+                if let Some(v) = retry_after {
+                    h.insert(header::RETRY_AFTER, v.clone());
+                }
+                if let Some(ms) = retry_after_ms {
+                    h.insert("retry-after-ms", HeaderValue::from(*ms));
+                }
             }
             GatewayError::RateLimited { retry_after_us, .. } => {
                 let secs = retry_after_us.div_ceil(1_000_000).max(1);
@@ -375,6 +389,7 @@ mod tests {
             kind: Some("requests".into()),
             code: Some("rate_limit_exceeded".into()),
             retry_after: None,
+            retry_after_ms: None,
         };
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(e.reason(), "upstream_rate_limited");
@@ -386,6 +401,7 @@ mod tests {
             kind: None,
             code: None,
             retry_after: None,
+            retry_after_ms: None,
         };
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(json(&e)["error"]["code"], "upstream_server_error");

@@ -108,4 +108,6 @@ def test_azure_deployments_behind_the_openai_api(make_gateway, fake_upstream: Fa
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="throttled", messages=MESSAGES)
     assert e.value.response.headers.get("retry-after") == "2"
+    assert e.value.response.headers.get("retry-after-ms") == "2000"
+    assert e.value.body["code"] == "429" and e.value.body["type"] == "requests"
 

@@ -684,6 +684,9 @@ pub fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> G
             kind: b.error.r#type,
             code: None,
             retry_after: headers.get(header::RETRY_AFTER).cloned(),
+            retry_after_ms: headers
+                .get("retry-after-ms")
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
         },
         Err(_) => super::openai::upstream_error(status, headers, body),
     }

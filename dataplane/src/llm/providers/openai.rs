@@ -218,6 +218,9 @@ pub fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> G
         kind,
         code,
         retry_after: headers.get(header::RETRY_AFTER).cloned(),
+        retry_after_ms: headers
+            .get("retry-after-ms")
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
     }
 }
 
