@@ -5,7 +5,8 @@
 # when installed), then measures, in one run and on the same machine:
 #   - non-streaming POST /v1/chat/completions with wrk + bench/chat.lua, for each target
 #     (direct -> fake, llmgate -> fake, nginx -> fake) at each connection count;
-#   - streaming chat completions (20 chunks) with stream-bench, for each target;
+#   - streaming chat completions (20 chunks) with stream-bench, for each target, and through
+#     llmgate's Anthropic and Azure adapters (llmgate-anthropic, llmgate-azure);
 #   - CPU time per request of the proxy (llmgate, nginx) and llmgate's resident memory.
 # Writes bench/results/<timestamp>/table.md (plus raw outputs) and prints the table.
 # Exits 1 if any request failed (non-2xx, socket error, broken stream).
@@ -38,6 +39,9 @@ UPSTREAM_KEY=sk-bench-upstream
 CHAT_BODY='{"model":"fast","messages":[{"role":"user","content":"hello"}]}'
 STREAM_BODY_DIRECT='{"model":"chunks:20","messages":[{"role":"user","content":"hello"}],"stream":true}'
 STREAM_BODY_GATEWAY='{"model":"stream20","messages":[{"role":"user","content":"hello"}],"stream":true}'
+# The same 20-chunk stream through the translating adapters (the fake speaks both protocols).
+STREAM_BODY_ANTHROPIC='{"model":"stream20-anthropic","messages":[{"role":"user","content":"hello"}],"stream":true}'
+STREAM_BODY_AZURE='{"model":"stream20-azure","messages":[{"role":"user","content":"hello"}],"stream":true}'
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
@@ -197,6 +201,27 @@ spec:
   upstreamModel: "chunks:20"
   replicas: [{url: "http://$FAKE_ADDR/v1"}]
   credentials: {apiKey: {secretRef: {name: upstream, key: api-key}}}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: stream20-anthropic}
+spec:
+  model: stream20-anthropic
+  provider: anthropic
+  upstreamModel: "chunks:20"
+  replicas: [{url: "http://$FAKE_ADDR"}]
+  credentials: {apiKey: {secretRef: {name: upstream, key: api-key}}}
+---
+apiVersion: llmgate.dev/v1alpha1
+kind: ModelEndpoint
+metadata: {name: stream20-azure}
+spec:
+  model: stream20-azure
+  provider: azure-openai
+  upstreamModel: chunks-20
+  azure: {apiVersion: "2024-10-21"}
+  replicas: [{url: "http://$FAKE_ADDR"}]
+  credentials: {apiKey: {secretRef: {name: upstream, key: api-key}}}
 EOF
 free_port GW_PORT
 free_port GW_ADMIN_PORT
@@ -263,7 +288,7 @@ fi
 # Every process of a target whose CPU time counts: llmgate, or nginx's master and workers.
 proxy_pids() {
   case $1 in
-    llmgate) echo "$GW_PID" ;;
+    llmgate | llmgate-anthropic | llmgate-azure) echo "$GW_PID" ;;
     nginx) if [[ -n $NGINX_PID ]]; then echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); fi ;;
     *) ;;
   esac
@@ -283,10 +308,20 @@ if [[ -n $NGINX_PID ]]; then
   KEY[nginx]=$UPSTREAM_KEY
   SBODY[nginx]=$STREAM_BODY_DIRECT
 fi
+# Streams only: llmgate translating to Anthropic's Messages API, and to Azure's URLs.
+STREAM_TARGETS=("${TARGETS[@]}" llmgate-anthropic llmgate-azure)
+for t in llmgate-anthropic llmgate-azure; do
+  URL[$t]=${URL[llmgate]}
+  KEY[$t]=$GATEWAY_KEY
+done
+SBODY[llmgate-anthropic]=$STREAM_BODY_ANTHROPIC
+SBODY[llmgate-azure]=$STREAM_BODY_AZURE
 
 # --- sanity: one request of each kind through each target must succeed -------------------------
-for t in "${TARGETS[@]}"; do
-  for body in "$CHAT_BODY" "${SBODY[$t]}"; do
+for t in "${STREAM_TARGETS[@]}"; do
+  bodies=("${SBODY[$t]}")
+  [[ $t == llmgate-* ]] || bodies+=("$CHAT_BODY")
+  for body in "${bodies[@]}"; do
     code=$(curl -sS -o "$RUN/raw/sanity-$t.out" -w '%{http_code}' --max-time 10 \
       -H "Authorization: Bearer ${KEY[$t]}" -H 'Content-Type: application/json' \
       -d "$body" "${URL[$t]}/v1/chat/completions") || code=000
@@ -380,7 +415,7 @@ for c in $CONNECTIONS; do
 done
 
 for c in $STREAM_CONNECTIONS; do
-  for t in "${TARGETS[@]}"; do
+  for t in "${STREAM_TARGETS[@]}"; do
     require_alive
     log "stream-bench $t, $c connections, ${DURATION} s"
     out=$RUN/raw/stream-$t-c$c.json
@@ -468,7 +503,7 @@ BUSY=$(calc "print (($OTHER_PCT > 10 || $BUSY_START > 25) ? 1 : 0)")
   echo "| target | conns | req/s | × direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | total p50 ms | total p99 ms | proxy CPU ms/req |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for c in $STREAM_CONNECTIONS; do
-    for t in "${TARGETS[@]}"; do
+    for t in "${STREAM_TARGETS[@]}"; do
       [[ -n ${SRPS[$t,$c]:-} ]] || { echo "| $t | $c | failed | | | | | | | |"; continue; }
       ratio=-
       added=-

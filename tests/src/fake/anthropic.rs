@@ -14,7 +14,7 @@
 //! Behaviour by model, as for the OpenAI side: `fail-529` answers 529 `overloaded_error`,
 //! `error-mid-stream` streams two text deltas and then an `error` event, `stop-early` ends the
 //! stream after two deltas without `message_stop`; anything else echoes the last user text one
-//! word per delta (usage: the words, with 3 cache-read input tokens), or calls the first tool
+//! word per delta (`chunks:<n>`: n deltas) (usage: the words, with 3 cache-read input tokens), or calls the first tool
 //! (its input streamed as two `input_json_delta` pieces) when tools are declared and
 //! `tool_choice` is not `none`.
 
@@ -212,10 +212,16 @@ pub(crate) async fn messages(
             _ => String::new(),
         })
         .unwrap_or_default();
-    let words: Vec<String> = format!("echo: {last_user}")
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let words: Vec<String> = match behaving
+        .strip_prefix("chunks:")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        Some(n) => (0..n.max(1)).map(|i| format!("w{i}")).collect(),
+        None => format!("echo: {last_user}")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
     let tool = req["tools"]
         .as_array()
         .and_then(|t| t.first())
@@ -306,9 +312,17 @@ pub(crate) async fn messages(
     s.stats
         .chunks_sent
         .fetch_add(events.len() as u64, Ordering::Relaxed);
-    (
-        [(header::CONTENT_TYPE, "text/event-stream")],
-        Body::from(events.concat()),
-    )
-        .into_response()
+    // One frame per event, each sent when the reader took the last, as the OpenAI side does.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(1);
+    tokio::spawn(async move {
+        for e in events {
+            if tx.send(Ok(Bytes::from(e))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }

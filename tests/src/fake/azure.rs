@@ -78,10 +78,12 @@ async fn answer(
         );
     }
     let mut req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Deployment names cannot hold ':', so `chunks-20` stands for the behaviour `chunks:20`.
     let chosen = deployment
         .clone()
         .or_else(|| req["model"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .replacen("chunks-", "chunks:", 1);
     if s.behaviour_for(&chosen) == "fail-429" {
         s.stats.requests.fetch_add(1, Ordering::Relaxed);
         let mut r = azure_error(
