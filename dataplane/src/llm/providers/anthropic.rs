@@ -675,19 +675,27 @@ pub fn upstream_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> G
         message: Option<String>,
     }
     match serde_json::from_slice::<Body>(body) {
-        Ok(b) => GatewayError::Upstream {
-            status,
-            message: b
+        Ok(b) => {
+            let message = b
                 .error
                 .message
-                .unwrap_or_else(|| format!("upstream returned {status}")),
-            kind: b.error.r#type,
-            code: None,
-            retry_after: headers.get(header::RETRY_AFTER).cloned(),
-            retry_after_ms: headers
-                .get("retry-after-ms")
-                .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
-        },
+                .unwrap_or_else(|| format!("upstream returned {status}"));
+            // OpenAI's code for it, which agents act on (they compact the conversation).
+            let lower = message.to_ascii_lowercase();
+            let code = (status == StatusCode::BAD_REQUEST
+                && (lower.contains("prompt is too long") || lower.contains("input is too long")))
+            .then(|| "context_length_exceeded".to_owned());
+            GatewayError::Upstream {
+                status,
+                message,
+                kind: b.error.r#type,
+                code,
+                retry_after: headers.get(header::RETRY_AFTER).cloned(),
+                retry_after_ms: headers
+                    .get("retry-after-ms")
+                    .and_then(|v| v.to_str().ok()?.trim().parse().ok()),
+            }
+        }
         Err(_) => super::openai::upstream_error(status, headers, body),
     }
 }
@@ -1208,6 +1216,22 @@ mod tests {
                 assert_eq!(kind.as_deref(), Some("overloaded_error"));
             }
             other => panic!("{other:?}"),
+        }
+        // [53] The context limit, in either wording, is OpenAI's `context_length_exceeded`.
+        for text in [
+            "prompt is too long: 227255 tokens > 200000 maximum",
+            "Input is too long for requested model.",
+        ] {
+            let body = json!({"type": "error", "error": {"type": "invalid_request_error", "message": text}});
+            let e = upstream_error(
+                StatusCode::BAD_REQUEST,
+                &HeaderMap::new(),
+                body.to_string().as_bytes(),
+            );
+            assert!(
+                matches!(&e, GatewayError::Upstream { code: Some(c), .. } if c == "context_length_exceeded"),
+                "{e:?}"
+            );
         }
     }
 
