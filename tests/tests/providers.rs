@@ -48,7 +48,8 @@ async fn openai_callers_reach_an_anthropic_model_with_tools_usage_and_streams() 
     .await;
 
     // A conversation the Messages API would refuse as sent: two system messages, an empty
-    // assistant text beside its tool calls, two tool results and a user text as three turns.
+    // assistant text beside its tool calls, a call id minted elsewhere, two tool results and a
+    // user text as three turns.
     let r = gw
         .call(
             "POST",
@@ -60,9 +61,9 @@ async fn openai_callers_reach_an_anthropic_model_with_tools_usage_and_streams() 
                     {"role": "user", "content": "weather and time?"},
                     {"role": "assistant", "content": "", "tool_calls": [
                         {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}},
-                        {"id": "call_2", "type": "function", "function": {"name": "time", "arguments": ""}}]},
+                        {"id": "functions.time:1", "type": "function", "function": {"name": "time", "arguments": ""}}]},
                     {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
-                    {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+                    {"role": "tool", "tool_call_id": "functions.time:1", "content": "noon"},
                     {"role": "system", "content": "Answer in French."},
                     {"role": "user", "content": "thanks, summarise"}
                 ],

@@ -7,7 +7,7 @@
 //! - only the Messages API's top-level fields (400 "Extra inputs are not permitted"),
 //!   `max_tokens` a positive integer, `messages` non-empty, starting with `user` and
 //!   alternating; no empty or whitespace-only text block; `tool_result` blocks only in a user
-//!   turn, each answering a `tool_use` of the assistant turn just before it, and every such
+//!   turn, each answering a `tool_use` (id `^[a-zA-Z0-9_-]+$`) of the assistant turn just before it, and every such
 //!   `tool_use` answered there; tool blocks only with `tools` declared: 400
 //!   `invalid_request_error` with the real API's wording.
 //!
@@ -121,7 +121,17 @@ fn check(req: &Value) -> Result<(), String> {
                             "messages.{i}.content.{j}.tool_use.input: Input should be a valid dictionary"
                         ));
                     }
-                    calls.push(b["id"].as_str().unwrap_or("").to_owned());
+                    let id = b["id"].as_str().unwrap_or("");
+                    if id.is_empty()
+                        || !id
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        return Err(format!(
+                            "messages.{i}.content.{j}.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                        ));
+                    }
+                    calls.push(id.to_owned());
                 }
                 "tool_result" if role == "user" => {
                     if !declared {

@@ -189,7 +189,7 @@ pub fn to_messages(
                             "messages",
                         )
                     })?;
-                let mut block = json!({"type": "tool_result", "tool_use_id": id});
+                let mut block = json!({"type": "tool_result", "tool_use_id": tool_id(id)});
                 let text = texts(content, i)?.join("\n");
                 if !text.is_empty() {
                     block["content"] = Value::String(text);
@@ -491,7 +491,29 @@ fn tool_use(call: &Value, i: usize) -> Result<Value, GatewayError> {
             )
         })?
     };
-    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+    Ok(json!({"type": "tool_use", "id": tool_id(id), "name": name, "input": input}))
+}
+
+/// A tool-call id the Messages API accepts (`^[a-zA-Z0-9_-]+$`): ids minted elsewhere
+/// (`functions.Bash:0`, with pipes, too long) get the disallowed characters replaced and a hash
+/// of the original appended, the same for the call and its result, distinct for distinct ids.
+fn tool_id(id: &str) -> String {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !id.is_empty() && id.len() <= 64 && id.chars().all(valid) {
+        return id.to_owned();
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(id.as_bytes());
+    let mut out: String = id
+        .chars()
+        .map(|c| if valid(c) { c } else { '_' })
+        .take(40)
+        .collect();
+    out.push('_');
+    for b in &hash[..6] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// An OpenAI function tool as an Anthropic tool.
@@ -973,6 +995,11 @@ mod tests {
             (
                 "[4] [6] [7] [19] empty assistant text beside tool calls, empty arguments, two results and a user text after them",
                 r#"{"model":"c","messages":[{"role":"user","content":"weather and time?"},{"role":"assistant","content":"","tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}},{"id":"call_2","type":"function","function":{"name":"time","arguments":""}}]},{"role":"tool","tool_call_id":"call_1","content":"rain"},{"role":"tool","tool_call_id":"call_2","content":[{"type":"text","text":"noon"}]},{"role":"user","content":"thanks"}],"tools":[{"type":"function","function":{"name":"weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}},{"type":"function","function":{"name":"time","description":""}}]}"#,
+                None,
+            ),
+            (
+                "[14] tool-call ids minted elsewhere become ids the API accepts, the same for the call and its result",
+                r#"{"model":"c","messages":[{"role":"user","content":"ls"},{"role":"assistant","tool_calls":[{"id":"functions.Bash:0","type":"function","function":{"name":"Bash","arguments":"{}"}},{"id":"call|a|b","type":"function","function":{"name":"Bash","arguments":"{}"}}]},{"role":"tool","tool_call_id":"functions.Bash:0","content":"a.txt"},{"role":"tool","tool_call_id":"call|a|b","content":"b.txt"}],"tools":[{"type":"function","function":{"name":"Bash"}}]}"#,
                 None,
             ),
             (
