@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use llmgate_tests::fake::FakeUpstream;
-use llmgate_tests::harness::{Gateway, SseReader, UPSTREAM_KEY, access_yaml};
+use llmgate_tests::harness::{Gateway, Reply, SseReader, UPSTREAM_KEY, access_yaml};
 use serde_json::{Value, json};
 
 fn anthropic_yaml(name: &str, upstream_model: &str, urls: &[String], extra: &str) -> String {
@@ -29,6 +29,18 @@ spec:
     )
 }
 
+/// A gateway serving `claude` from the fake's Messages API.
+async fn one_claude(fake: &FakeUpstream) -> Gateway {
+    let yaml = anthropic_yaml("claude", "claude-up", &[base(fake)], "");
+    Gateway::start(&format!("{}{yaml}", access_yaml()), &[]).await
+}
+
+/// `model` asked "hi" with the test key.
+async fn hi(gw: &Gateway, model: &str) -> Reply {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    gw.call("POST", "/v1/chat/completions", Some(body)).await
+}
+
 /// The Anthropic SDK's base URL: no `/v1`.
 fn base(f: &FakeUpstream) -> String {
     format!("http://{}", f.addr)
@@ -37,15 +49,7 @@ fn base(f: &FakeUpstream) -> String {
 #[tokio::test]
 async fn openai_callers_reach_an_anthropic_model_with_tools_usage_and_streams() {
     let fake = FakeUpstream::start(UPSTREAM_KEY).await.expect("fake");
-    let gw = Gateway::start(
-        &format!(
-            "{}{}",
-            access_yaml(),
-            anthropic_yaml("claude", "claude-up", &[base(&fake)], "")
-        ),
-        &[],
-    )
-    .await;
+    let gw = one_claude(&fake).await;
 
     // A conversation the Messages API would refuse as sent: two system messages, an empty
     // assistant text beside its tool calls, a call id minted elsewhere, two tool results and a
@@ -173,13 +177,7 @@ async fn overloaded_replicas_fail_over_and_stream_errors_are_errors() {
     .await;
 
     for _ in 0..4 {
-        let r = gw
-            .call(
-                "POST",
-                "/v1/chat/completions",
-                Some(json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})),
-            )
-            .await;
+        let r = hi(&gw, "claude").await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
     assert!(
@@ -202,22 +200,8 @@ async fn overloaded_replicas_fail_over_and_stream_errors_are_errors() {
 #[tokio::test]
 async fn a_wrong_key_or_a_refused_body_reads_as_the_callers_api_says() {
     let fake = FakeUpstream::start("another-key").await.expect("fake");
-    let gw = Gateway::start(
-        &format!(
-            "{}{}",
-            access_yaml(),
-            anthropic_yaml("claude", "claude-up", &[base(&fake)], "")
-        ),
-        &[],
-    )
-    .await;
-    let r = gw
-        .call(
-            "POST",
-            "/v1/chat/completions",
-            Some(json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})),
-        )
-        .await;
+    let gw = one_claude(&fake).await;
+    let r = hi(&gw, "claude").await;
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert!(
         r.json()["error"]["message"]
@@ -271,13 +255,7 @@ spec:
     );
     let gw = Gateway::start(&yaml, &[]).await;
     for _ in 0..4 {
-        let r = gw
-            .call(
-                "POST",
-                "/v1/chat/completions",
-                Some(json!({"model": "gpt-41", "messages": [{"role": "user", "content": "hi"}]})),
-            )
-            .await;
+        let r = hi(&gw, "gpt-41").await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: hi");
     }
@@ -329,17 +307,7 @@ spec:
     );
     let dir = secrets.path().display().to_string();
     let gw = Gateway::start(&yaml, &["--secrets-dir", &dir]).await;
-    let call = |model: &'static str| {
-        let gw = &gw;
-        async move {
-            gw.call(
-                "POST",
-                "/v1/chat/completions",
-                Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
-            )
-            .await
-        }
-    };
+    let call = |model: &'static str| hi(&gw, model);
     let requests = futures_util::future::join_all((0..6).map(|_| call("hourly"))).await;
     for r in &requests {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
