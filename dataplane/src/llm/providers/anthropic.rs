@@ -1194,6 +1194,29 @@ mod tests {
         assert_eq!(t.usage().map(|u| u.completion_tokens), Some(15));
     }
 
+    /// [22] Cut by max_tokens inside a tool call: the partial arguments pass as they came and
+    /// the finish is `length`, never `tool_calls` (the call is not complete).
+    #[test]
+    fn a_tool_call_cut_by_max_tokens_finishes_as_length() {
+        let upstream = concat!(
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3}}}\n\n",
+            "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}\n\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\": \\\"lo\"}}\n\n",
+            "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},\"usage\":{\"output_tokens\":5}}\n\n",
+            "data: {\"type\":\"message_stop\"}\n\n",
+        );
+        let (text, t) = relay(upstream, false, 9);
+        assert!(t.completed() && !t.errored());
+        assert!(text.contains(r#""arguments":"{\"a\": \"lo""#), "{text}");
+        assert!(text.contains(r#""finish_reason":"length""#), "{text}");
+        assert!(!text.contains(r#""finish_reason":"tool_calls""#), "{text}");
+        assert!(
+            !text.contains(r#""arguments":"{}""#),
+            "no made-up empty arguments: {text}"
+        );
+    }
+
     /// [49] An error event after the 200 becomes OpenAI's error event, and no [DONE] follows.
     #[test]
     fn an_error_inside_the_stream_ends_it_as_an_error() {
