@@ -59,6 +59,24 @@ def sha256_hex(text: str) -> str:
 _HANDED_OUT: set[int] = set()
 
 
+def team_access_yaml(key: str, team: str = "apps") -> str:
+    """An ApiKey `key` for app@example.com in `team`, and a policy letting `team` call every model."""
+    return f"""
+        apiVersion: llmgate.dev/v1alpha1
+        kind: ApiKey
+        metadata: {{name: app}}
+        spec: {{user: app@example.com, team: {team}, sha256: "{sha256_hex(key)}"}}
+        ---
+        apiVersion: llmgate.dev/v1alpha1
+        kind: AccessPolicy
+        metadata: {{name: {team}}}
+        spec:
+          rules:
+            - subjects: [{{team: {team}}}]
+              models: ["*"]
+    """
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now, never the same one twice in a run (a port kept
     closed on purpose, for a dead replica, must not be handed to a server later)."""

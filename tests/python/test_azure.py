@@ -7,7 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from conftest import UPSTREAM_KEY, FakeUpstream, sha256_hex
+from conftest import UPSTREAM_KEY, FakeUpstream, team_access_yaml
 
 KEY = "sk-llmgate-azure-71c0"
 MESSAGES = [{"role": "user", "content": "hello azure"}]
@@ -61,20 +61,7 @@ def endpoint(name: str, deployment: str, url: str, api_version: str | None) -> s
 def test_azure_deployments_behind_the_openai_api(make_gateway, fake_upstream: FakeUpstream):
     base = f"http://127.0.0.1:{fake_upstream.port}"
     files = {
-        "access.yaml": f"""
-            apiVersion: llmgate.dev/v1alpha1
-            kind: ApiKey
-            metadata: {{name: app}}
-            spec: {{user: app@example.com, team: apps, sha256: "{sha256_hex(KEY)}"}}
-            ---
-            apiVersion: llmgate.dev/v1alpha1
-            kind: AccessPolicy
-            metadata: {{name: apps}}
-            spec:
-              rules:
-                - subjects: [{{team: apps}}]
-                  models: ["*"]
-        """,
+        "access.yaml": team_access_yaml(KEY),
         "models.yaml": endpoint("gpt-41", "gpt-4.1", base, "2024-10-21")
         + endpoint("gpt-41-v1", "gpt-4.1", base, None)
         + endpoint("filtered", "content-filter", base, "2024-10-21")

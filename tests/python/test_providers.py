@@ -11,7 +11,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from conftest import UPSTREAM_KEY, LLAMACPP_MODEL_ALIAS, FakeUpstream, LlamaCpp, sha256_hex
+from conftest import UPSTREAM_KEY, LLAMACPP_MODEL_ALIAS, FakeUpstream, LlamaCpp, team_access_yaml
 
 KEY = "sk-llmgate-side-by-side-9a1e"
 
@@ -81,24 +81,12 @@ def test_the_fake_messages_api_answers_the_anthropic_sdk(fake_upstream: FakeUpst
 def test_one_gateway_three_providers(make_gateway, fake_upstream: FakeUpstream, llamacpp_server: LlamaCpp):
     fake = f"http://127.0.0.1:{fake_upstream.port}"
     files = {
-        "access.yaml": f"""
-            apiVersion: llmgate.dev/v1alpha1
-            kind: ApiKey
-            metadata: {{name: app}}
-            spec: {{user: app@example.com, team: apps, sha256: "{sha256_hex(KEY)}"}}
-            ---
-            apiVersion: llmgate.dev/v1alpha1
-            kind: AccessPolicy
-            metadata: {{name: apps}}
-            spec:
-              rules:
-                - subjects: [{{team: apps}}]
-                  models: ["*"]
-            ---
+        "access.yaml": team_access_yaml(KEY),
+        "budget.yaml": """
             apiVersion: llmgate.dev/v1alpha1
             kind: TeamBudget
-            metadata: {{name: apps}}
-            spec: {{team: apps, amountUsd: 5, period: day}}
+            metadata: {name: apps}
+            spec: {team: apps, amountUsd: 5, period: day}
         """,
         "models.yaml": f"""
             apiVersion: llmgate.dev/v1alpha1

@@ -85,6 +85,17 @@ spec:
 /// An `openai-compatible` ModelEndpoint over the given base URLs, with the upstream key from the
 /// secret `upstream`/`api-key` (the harness sets UPSTREAM_API_KEY).
 pub fn endpoint_yaml(name: &str, upstream_model: &str, urls: &[String], extra: &str) -> String {
+    provider_endpoint_yaml("openai-compatible", name, upstream_model, urls, extra)
+}
+
+/// [`endpoint_yaml`] for another provider.
+pub fn provider_endpoint_yaml(
+    provider: &str,
+    name: &str,
+    upstream_model: &str,
+    urls: &[String],
+    extra: &str,
+) -> String {
     let replicas: Vec<String> = urls.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
     format!(
         r#"
@@ -94,7 +105,7 @@ kind: ModelEndpoint
 metadata: {{name: {name}}}
 spec:
   model: {name}
-  provider: openai-compatible
+  provider: {provider}
   upstreamModel: "{upstream_model}"
   replicas: [{}]
   credentials: {{apiKey: {{secretRef: {{name: upstream, key: api-key}}}}}}

@@ -4,29 +4,26 @@
 use std::sync::atomic::Ordering;
 
 use llmgate_tests::fake::FakeUpstream;
-use llmgate_tests::harness::{Gateway, Reply, SseReader, UPSTREAM_KEY, access_yaml};
+use llmgate_tests::harness::{
+    Gateway, Reply, SseReader, UPSTREAM_KEY, access_yaml, provider_endpoint_yaml,
+};
 use serde_json::{Value, json};
 
 fn anthropic_yaml(name: &str, upstream_model: &str, urls: &[String], extra: &str) -> String {
-    let replicas: Vec<String> = urls.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
-    format!(
-        r#"
----
-apiVersion: llmgate.dev/v1alpha1
-kind: ModelEndpoint
-metadata: {{name: {name}}}
-spec:
-  model: {name}
-  provider: anthropic
-  upstreamModel: "{upstream_model}"
-  replicas: [{}]
-  credentials: {{apiKey: {{secretRef: {{name: upstream, key: api-key}}}}}}
-  pricing: {{inputPerMillion: 3.0, outputPerMillion: 15.0}}
-  maxOutputTokens: 1000
-{extra}
-"#,
-        replicas.join(", ")
-    )
+    let extra = format!("  maxOutputTokens: 1000\n{extra}");
+    provider_endpoint_yaml("anthropic", name, upstream_model, urls, &extra)
+}
+
+/// The 502 of a provider refusing the gateway's own credentials.
+fn assert_gateway_credentials_refused(r: &Reply) {
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused the gateway's credentials")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 /// A gateway serving `claude` from the fake's Messages API.
@@ -202,14 +199,7 @@ async fn a_wrong_key_or_a_refused_body_reads_as_the_callers_api_says() {
     let fake = FakeUpstream::start("another-key").await.expect("fake");
     let gw = one_claude(&fake).await;
     let r = hi(&gw, "claude").await;
-    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("refused the gateway's credentials")),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_gateway_credentials_refused(&r);
     assert_eq!(fake.stats.unauthorized.load(Ordering::Relaxed), 1);
 
     // What cannot be translated is refused before any upstream call, in OpenAI's shape.
@@ -330,14 +320,7 @@ spec:
 
     let chats = fake.stats.chat.load(Ordering::Relaxed);
     let r = call("misconfigured").await;
-    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("refused the gateway's credentials")),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_gateway_credentials_refused(&r);
     assert_eq!(
         fake.stats.chat.load(Ordering::Relaxed),
         chats,

@@ -510,9 +510,7 @@ fn tool_id(id: &str) -> String {
         .take(40)
         .collect();
     out.push('_');
-    for b in &hash[..6] {
-        out.push_str(&format!("{b:02x}"));
-    }
+    out.push_str(&llmgate_snapshot::hex(&hash[..6]));
     out
 }
 
