@@ -25,6 +25,7 @@ fn samples() -> Vec<Value> {
         "samples/identity",
         "samples/teams",
         "samples/llamacpp",
+        "samples/providers",
     ] {
         let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
             .expect("config directory")
